@@ -1,0 +1,131 @@
+"""Errors of durable: each carries its fields and says how to fix or whether to retry.
+
+Pure: no I/O. Storage, CLI and API layers translate their own failures into these
+once, at their boundary.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyConflict",
+    "DuplicateRun",
+    "DurableError",
+    "InvalidTransition",
+    "MalformedEvent",
+    "MigrationError",
+    "StoreUnavailable",
+    "StreamNotFound",
+    "UnknownEventType",
+]
+
+
+class DurableError(Exception):
+    """Base of every error durable raises on purpose.
+
+    ``hint`` says what the user can do about it; ``retryable`` whether trying the same
+    thing again can succeed.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConcurrencyConflict(DurableError):
+    """Another writer extended the stream first: the append's ``expected_seq`` is stale.
+
+    This is the fence that stops a zombie executor: re-read the stream and decide again.
+    """
+
+    retryable = True
+
+    def __init__(self, stream_id: str, expected_seq: int, actual_seq: int | None = None) -> None:
+        actual = "unknown" if actual_seq is None else str(actual_seq)
+        super().__init__(
+            f"stream {stream_id!r}: expected to append after seq {expected_seq}, "
+            f"but the stream is at seq {actual}",
+            hint="another writer appended first; re-read the stream and decide again",
+        )
+        self.stream_id = stream_id
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq
+
+
+class DuplicateRun(DurableError):
+    """A run with the same idempotency key already exists."""
+
+    def __init__(self, idempotency_key: str, existing_run_id: str) -> None:
+        super().__init__(
+            f"a run with idempotency key {idempotency_key!r} already exists: {existing_run_id}",
+            hint="this is the exactly-once guarantee; use the existing run",
+        )
+        self.idempotency_key = idempotency_key
+        self.existing_run_id = existing_run_id
+
+
+class StreamNotFound(DurableError):
+    """No events exist for the stream (for example an unknown run id)."""
+
+    def __init__(self, stream_id: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"no events for {stream_id!r}",
+            hint=hint or "check the id; `durable runs` lists the runs",
+        )
+        self.stream_id = stream_id
+
+
+class InvalidTransition(DurableError):
+    """An event that cannot happen in the state it is applied to.
+
+    Raised by the fold: the log (or a hand-edited export) is inconsistent.
+    """
+
+    def __init__(self, stream_id: str, seq: int, event_type: str, reason: str) -> None:
+        super().__init__(
+            f"run {stream_id!r} seq {seq}: {event_type} is impossible here: {reason}",
+            hint="the history is inconsistent; `durable history` shows the events before it",
+        )
+        self.stream_id = stream_id
+        self.seq = seq
+        self.event_type = event_type
+        self.reason = reason
+
+
+class UnknownEventType(DurableError):
+    """A stored or imported event whose type (tag) this version of durable does not know."""
+
+    def __init__(self, event_type: str, known: list[str], *, where: str = "") -> None:
+        prefix = f"{where}: " if where else ""
+        super().__init__(
+            f"{prefix}unknown event type {event_type!r}",
+            hint=f"known types: {', '.join(sorted(known))}; was it written by a newer durable?",
+        )
+        self.event_type = event_type
+
+
+class MalformedEvent(DurableError):
+    """An event record that does not decode: bad JSON, missing or mistyped fields."""
+
+    def __init__(self, where: str, problem: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"{where}: {problem}",
+            hint=hint or "each line must be one event as written by `durable export`",
+        )
+        self.where = where
+        self.problem = problem
+
+
+class MigrationError(DurableError):
+    """The database schema cannot be brought up to date safely."""
+
+
+class StoreUnavailable(DurableError):
+    """The database could not be reached or the transaction failed; nothing was recorded."""
+
+    retryable = True

@@ -1,0 +1,359 @@
+"""The events of a run's life, their envelope, and their versioned codec.
+
+Every state change of a run is one of these events appended to the run's stream.
+Events are frozen, keyword-only ``msgspec.Struct`` s with a stable ``tag``: a tag is
+never renamed. When an event's shape changes, its class gets a higher ``VERSION`` and
+an upcaster (a pure ``dict -> dict`` function) turns the stored older shape into the
+new one while decoding (:class:`EventRegistry`).
+
+Pure: no I/O, no clock, no randomness. Times are the store's commit times and arrive
+in the envelope (:class:`Recorded`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, ClassVar, TypeAlias
+
+import msgspec
+
+from durable.errors import MalformedEvent, UnknownEventType
+
+__all__ = [
+    "EVENT_TYPES",
+    "REGISTRY",
+    "ErrorInfo",
+    "Event",
+    "EventRegistry",
+    "Recorded",
+    "RerunRequested",
+    "RunCancelled",
+    "RunCreated",
+    "RunFailed",
+    "RunPaused",
+    "RunResumed",
+    "RunStarted",
+    "RunSucceeded",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskNode",
+    "TaskRetryScheduled",
+    "TaskScheduled",
+    "TaskSkipped",
+    "TaskStarted",
+    "TaskSucceeded",
+    "Trigger",
+    "Upcaster",
+    "event_type",
+    "run_stream",
+]
+
+
+def run_stream(run_id: str) -> str:
+    """The stream id of a run's log."""
+    return f"run:{run_id}"
+
+
+# ---------------------------------------------------------------------------------------
+# Value objects carried inside events
+
+
+class TaskNode(msgspec.Struct, frozen=True, kw_only=True):
+    """One task of the run's DAG as it was when the run was created."""
+
+    name: str
+    upstream: tuple[str, ...] = ()
+
+
+class Trigger(msgspec.Struct, frozen=True, kw_only=True):
+    """What started a run: ``kind`` is manual, schedule, backfill, kafka, s3, http, rerun."""
+
+    kind: str
+    source: str | None = None
+    logical_time: datetime | None = None
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A task attempt's failure: exception type, message, and whether retrying can help."""
+
+    type: str
+    message: str
+    retryable: bool = True
+    traceback: str | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# The events. Base class keeps shared config; each subclass declares its stable tag.
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    VERSION: ClassVar[int] = 1
+
+
+class RunCreated(_Event, tag="run_created"):
+    """A run came into being, pinned to one version of its workflow."""
+
+    run_id: str
+    workflow: str
+    version: str
+    tasks: tuple[TaskNode, ...]
+    params: dict[str, Any] = {}
+    trigger: Trigger = Trigger(kind="manual")
+    idempotency_key: str | None = None
+
+
+class RunStarted(_Event, tag="run_started"):
+    """An executor began working on the run."""
+
+    executor: str | None = None
+
+
+class TaskScheduled(_Event, tag="task_scheduled"):
+    """An attempt of a task is ready to run (its upstream tasks are done)."""
+
+    task: str
+    generation: int
+    attempt: int
+
+
+class TaskStarted(_Event, tag="task_started"):
+    """An executor started an attempt of a task."""
+
+    task: str
+    generation: int
+    attempt: int
+    executor: str | None = None
+
+
+class TaskSucceeded(_Event, tag="task_succeeded"):
+    """A task attempt finished; its output is recorded exactly once."""
+
+    task: str
+    generation: int
+    attempt: int
+    output: Any = None
+
+
+class TaskRetryScheduled(_Event, tag="task_retry_scheduled"):
+    """A task attempt failed and will be retried at ``retry_at``."""
+
+    task: str
+    generation: int
+    attempt: int
+    error: ErrorInfo
+    retry_at: datetime
+
+
+class TaskFailed(_Event, tag="task_failed"):
+    """A task attempt failed for good (no retries left, or not retryable)."""
+
+    task: str
+    generation: int
+    attempt: int
+    error: ErrorInfo
+
+
+class TaskSkipped(_Event, tag="task_skipped"):
+    """A task will not run in this generation (untaken branch, failed upstream)."""
+
+    task: str
+    generation: int
+    reason: str
+
+
+class TaskCancelled(_Event, tag="task_cancelled"):
+    """A pending or running task was cancelled with its run."""
+
+    task: str
+    generation: int
+    reason: str = ""
+
+
+class RunSucceeded(_Event, tag="run_succeeded"):
+    """Every task of the run succeeded or was skipped."""
+
+
+class RunFailed(_Event, tag="run_failed"):
+    """The run ended because a task failed for good, or it ran out of time."""
+
+    reason: str
+    failed_tasks: tuple[str, ...] = ()
+
+
+class RunCancelled(_Event, tag="run_cancelled"):
+    """The run was cancelled by a user or a policy."""
+
+    reason: str = ""
+    by: str | None = None
+
+
+class RunPaused(_Event, tag="run_paused"):
+    """No new task is scheduled until the run is resumed; running tasks may finish."""
+
+    reason: str = ""
+    by: str | None = None
+
+
+class RunResumed(_Event, tag="run_resumed"):
+    """A paused run continues from its log."""
+
+    by: str | None = None
+
+
+class RerunRequested(_Event, tag="rerun_requested"):
+    """Run ``tasks`` again (and, with ``downstream``, all that depends on them).
+
+    The fold moves them to a new generation; upstream outputs are kept. A request id is
+    applied once.
+    """
+
+    request_id: str
+    tasks: tuple[str, ...]
+    downstream: bool = False
+    failed_only: bool = False
+    by: str | None = None
+
+
+Event: TypeAlias = (
+    RunCreated
+    | RunStarted
+    | TaskScheduled
+    | TaskStarted
+    | TaskSucceeded
+    | TaskRetryScheduled
+    | TaskFailed
+    | TaskSkipped
+    | TaskCancelled
+    | RunSucceeded
+    | RunFailed
+    | RunCancelled
+    | RunPaused
+    | RunResumed
+    | RerunRequested
+)
+
+EVENT_TYPES: tuple[type[Event], ...] = Event.__args__  # type: ignore[attr-defined]
+
+
+def event_type(event: Event) -> str:
+    """The stable tag of an event, e.g. ``"task_succeeded"``."""
+    return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------
+# The envelope
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as the store recorded it.
+
+    ``seq`` numbers the events of one stream from 1; ``position`` orders all events of
+    the store by commit; ``recorded_at`` is the commit time.
+    """
+
+    stream_id: str
+    seq: int
+    position: int
+    recorded_at: datetime
+    event: Event
+
+
+# ---------------------------------------------------------------------------------------
+# The versioned codec
+
+Upcaster: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+"""A pure function from the stored data of version N to the data of version N + 1."""
+
+
+class EventRegistry:
+    """Encodes events and decodes stored ones, upcasting older versions on the way.
+
+    ``upcasters`` maps ``(tag, from_version)`` to the function that lifts data of that
+    version by one. Data already at the current version decodes on a fast path with no
+    upcasting.
+    """
+
+    def __init__(
+        self,
+        types: Iterable[type[Any]] = EVENT_TYPES,
+        upcasters: dict[tuple[str, int], Upcaster] | None = None,
+    ) -> None:
+        self._types: dict[str, type[Any]] = {
+            t.__struct_config__.tag: t for t in types
+        }
+        self._upcasters = dict(upcasters or {})
+        union = tuple(self._types.values())
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+            union[0] if len(union) == 1 else _union(union)
+        )
+        self._encoder = msgspec.json.Encoder()
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted(self._types)
+
+    def version_of(self, tag: str) -> int:
+        return int(self._type(tag).VERSION)
+
+    def encode(self, event: Any) -> tuple[str, int, bytes]:
+        """``(tag, version, JSON bytes)``; the JSON includes the ``type`` tag."""
+        cls = type(event)
+        return cls.__struct_config__.tag, cls.VERSION, self._encoder.encode(event)
+
+    def decode(self, tag: str, version: int, data: bytes | str, *, where: str = "") -> Any:
+        """Decode stored data of ``tag`` at ``version`` into the current event class."""
+        cls = self._type(tag, where=where)
+        try:
+            if version == cls.VERSION:
+                event = self._decoder.decode(data)
+                if type(event) is not cls:
+                    raise MalformedEvent(
+                        where or tag,
+                        f"data says type {event_type(event)!r} but the record says {tag!r}",
+                    )
+                return event
+            if version > cls.VERSION:
+                raise MalformedEvent(
+                    where or tag,
+                    f"{tag} version {version} is newer than this durable knows ({cls.VERSION})",
+                    hint="upgrade durable to read this history",
+                )
+            raw = msgspec.json.decode(data)
+            if not isinstance(raw, dict):
+                raise MalformedEvent(where or tag, "event data is not a JSON object")
+            for v in range(version, cls.VERSION):
+                up = self._upcasters.get((tag, v))
+                if up is None:
+                    raise MalformedEvent(
+                        where or tag,
+                        f"no upcaster from {tag} version {v} to {v + 1}",
+                        hint="this history predates a format durable no longer reads",
+                    )
+                raw = up(raw)
+            raw["type"] = tag
+            return msgspec.convert(raw, cls)
+        except msgspec.ValidationError as exc:
+            raise MalformedEvent(where or tag, f"invalid {tag} event: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise MalformedEvent(where or tag, f"not valid JSON: {exc}") from None
+
+    def _type(self, tag: str, *, where: str = "") -> type[Any]:
+        try:
+            return self._types[tag]
+        except KeyError:
+            raise UnknownEventType(tag, list(self._types), where=where) from None
+
+
+def _union(types: tuple[type[Any], ...]) -> Any:
+    # typing.Union of a runtime tuple: msgspec accepts it as a tagged union.
+    from typing import Union
+
+    return Union[types]  # noqa: UP007
+
+
+REGISTRY = EventRegistry()
+"""The registry of this version of durable's events (no older versions exist yet)."""
+

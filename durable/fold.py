@@ -1,0 +1,295 @@
+"""The fold: ``evolve(state, recorded) -> state``, pure, total and exhaustive.
+
+An event that cannot happen in the state it meets raises :class:`InvalidTransition`
+naming the run, the seq and the event: the history is inconsistent, and folding on
+would hide it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NoReturn, assert_never
+
+from msgspec.structs import replace
+
+from durable.errors import InvalidTransition
+from durable.events import (
+    Event,
+    Recorded,
+    RerunRequested,
+    RunCancelled,
+    RunCreated,
+    RunFailed,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunSucceeded,
+    TaskCancelled,
+    TaskFailed,
+    TaskRetryScheduled,
+    TaskScheduled,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+    event_type,
+)
+from durable.state import (
+    ACTIVE_TASK,
+    TERMINAL_RUN,
+    RunState,
+    RunStatus,
+    TaskState,
+)
+
+__all__ = ["evolve", "fold", "run_status_after"]
+
+
+def run_status_after(event: Event) -> RunStatus | None:
+    """The run status an event leads to, or ``None`` when it leaves the status alone.
+
+    Shared by the fold and the ``runs`` read model, so the two cannot disagree.
+    """
+    match event:
+        case RunCreated():
+            return "pending"
+        case RunStarted() | RunResumed() | RerunRequested():
+            return "running"
+        case RunPaused():
+            return "paused"
+        case RunSucceeded():
+            return "succeeded"
+        case RunFailed():
+            return "failed"
+        case RunCancelled():
+            return "cancelled"
+        case _:
+            return None
+
+
+def fold(records: Iterable[Recorded], state: RunState | None = None) -> RunState | None:
+    """Fold ``records`` onto ``state`` (``None``: from the start of the stream)."""
+    for recorded in records:
+        state = evolve(state, recorded)
+    return state
+
+
+def evolve(state: RunState | None, recorded: Recorded) -> RunState:
+    """The state after ``recorded``. Raises :class:`InvalidTransition` when impossible."""
+    event = recorded.event
+    if state is None:
+        if not isinstance(event, RunCreated):
+            _invalid(recorded, "the first event of a run must be run_created")
+        if recorded.seq != 1:
+            _invalid(recorded, f"a run's first event has seq 1, not {recorded.seq}")
+        return _created(recorded, event)
+    if recorded.seq != state.last_seq + 1:
+        _invalid(recorded, f"expected seq {state.last_seq + 1} after {state.last_seq}")
+    at = recorded.recorded_at
+    match event:
+        case RunCreated():
+            _invalid(recorded, "the run already exists")
+        case RunStarted():
+            _need_run(state, recorded, "pending")
+            return replace(state, status="running", started_at=at, **_seen(recorded))
+        case RunPaused():
+            _need_run(state, recorded, "pending", "running")
+            return replace(state, status="paused", reason=event.reason or None, **_seen(recorded))
+        case RunResumed():
+            _need_run(state, recorded, "paused")
+            return replace(state, status="running", reason=None, **_seen(recorded))
+        case RunSucceeded():
+            _need_run(state, recorded, "running")
+            unfinished = [
+                t.name for t in state.tasks.values() if t.status not in ("succeeded", "skipped")
+            ]
+            if unfinished:
+                _invalid(recorded, f"tasks not done: {', '.join(unfinished)}")
+            return replace(state, status="succeeded", finished_at=at, **_seen(recorded))
+        case RunFailed():
+            _need_run(state, recorded, "pending", "running", "paused")
+            return _ended(state, recorded, "failed", event.reason)
+        case RunCancelled():
+            _need_run(state, recorded, "pending", "running", "paused")
+            return _ended(state, recorded, "cancelled", event.reason or "cancelled")
+        case RerunRequested():
+            return _rerun(state, recorded, event)
+        case TaskScheduled():
+            _need_run(state, recorded, "running")
+            task = _task(state, recorded, event.task, event.generation)
+            if task.status == "pending" and event.attempt == 1:
+                pass
+            elif task.status == "retrying" and event.attempt == task.attempt + 1:
+                pass
+            else:
+                _invalid(
+                    recorded,
+                    f"task {task.name} is {task.status} at attempt {task.attempt}; "
+                    f"cannot schedule attempt {event.attempt}",
+                )
+            waiting = [u for u in task.upstream if state.tasks[u].status != "succeeded"]
+            if waiting:
+                _invalid(recorded, f"task {task.name} waits for {', '.join(waiting)}")
+            new = replace(
+                task, status="scheduled", attempt=event.attempt, scheduled_at=at, retry_at=None
+            )
+            return _with_task(state, recorded, new)
+        case TaskStarted():
+            _need_run(state, recorded, "running", "paused")
+            task = _task(state, recorded, event.task, event.generation)
+            _need_task(task, recorded, event.attempt, "scheduled")
+            new = replace(task, status="running", started_at=at, executions=task.executions + 1)
+            return _with_task(state, recorded, new)
+        case TaskSucceeded():
+            _need_run(state, recorded, "running", "paused")
+            task = _task(state, recorded, event.task, event.generation)
+            _need_task(task, recorded, event.attempt, "running")
+            new = replace(
+                task, status="succeeded", output=event.output, error=None, finished_at=at
+            )
+            return _with_task(state, recorded, new)
+        case TaskRetryScheduled():
+            _need_run(state, recorded, "running", "paused")
+            task = _task(state, recorded, event.task, event.generation)
+            _need_task(task, recorded, event.attempt, "running")
+            new = replace(task, status="retrying", error=event.error, retry_at=event.retry_at)
+            return _with_task(state, recorded, new)
+        case TaskFailed():
+            _need_run(state, recorded, "running", "paused")
+            task = _task(state, recorded, event.task, event.generation)
+            _need_task(task, recorded, event.attempt, "scheduled", "running")
+            new = replace(task, status="failed", error=event.error, finished_at=at)
+            return _with_task(state, recorded, new)
+        case TaskSkipped():
+            _need_run(state, recorded, "running", "paused")
+            task = _task(state, recorded, event.task, event.generation)
+            if task.status != "pending":
+                _invalid(recorded, f"task {task.name} is {task.status}; only pending tasks skip")
+            new = replace(task, status="skipped", reason=event.reason, finished_at=at)
+            return _with_task(state, recorded, new)
+        case TaskCancelled():
+            _need_run(state, recorded, "pending", "running", "paused")
+            task = _task(state, recorded, event.task, event.generation)
+            if task.status not in ACTIVE_TASK and task.status != "pending":
+                _invalid(recorded, f"task {task.name} is already {task.status}")
+            new = replace(
+                task, status="cancelled", reason=event.reason or "cancelled", finished_at=at
+            )
+            return _with_task(state, recorded, new)
+        case _:
+            assert_never(event)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _created(recorded: Recorded, event: RunCreated) -> RunState:
+    tasks: dict[str, TaskState] = {}
+    for node in event.tasks:
+        if node.name in tasks:
+            _invalid(recorded, f"task {node.name!r} is declared twice")
+        missing = [u for u in node.upstream if u not in tasks]
+        if missing:
+            _invalid(
+                recorded,
+                f"task {node.name!r} depends on {', '.join(missing)}, "
+                "which is not declared before it",
+            )
+        tasks[node.name] = TaskState(name=node.name, upstream=node.upstream)
+    return RunState(
+        run_id=event.run_id,
+        stream_id=recorded.stream_id,
+        workflow=event.workflow,
+        version=event.version,
+        params=event.params,
+        trigger=event.trigger,
+        idempotency_key=event.idempotency_key,
+        tasks=tasks,
+        created_at=recorded.recorded_at,
+        updated_at=recorded.recorded_at,
+        last_seq=recorded.seq,
+    )
+
+
+def _seen(recorded: Recorded) -> dict[str, object]:
+    return {"last_seq": recorded.seq, "updated_at": recorded.recorded_at}
+
+
+def _with_task(state: RunState, recorded: Recorded, task: TaskState) -> RunState:
+    tasks = dict(state.tasks)
+    tasks[task.name] = task
+    return replace(state, tasks=tasks, last_seq=recorded.seq, updated_at=recorded.recorded_at)
+
+
+def _ended(state: RunState, recorded: Recorded, status: RunStatus, reason: str) -> RunState:
+    # A run that ends takes its unfinished tasks with it: they are cancelled.
+    at = recorded.recorded_at
+    tasks = {
+        name: (
+            replace(t, status="cancelled", reason=f"run {status}", finished_at=at)
+            if t.status in ACTIVE_TASK or t.status == "pending"
+            else t
+        )
+        for name, t in state.tasks.items()
+    }
+    return replace(
+        state, status=status, reason=reason, tasks=tasks, finished_at=at, **_seen(recorded)
+    )
+
+
+def _rerun(state: RunState, recorded: Recorded, event: RerunRequested) -> RunState:
+    if state.status not in TERMINAL_RUN:
+        _invalid(recorded, f"the run is {state.status}; only a finished run can be rerun")
+    if event.request_id in state.reruns:
+        _invalid(recorded, f"rerun request {event.request_id!r} was already applied")
+    unknown = [t for t in event.tasks if t not in state.tasks]
+    if unknown or not event.tasks:
+        _invalid(recorded, f"unknown tasks: {', '.join(unknown) or '(none given)'}")
+    chosen = state.downstream_of(event.tasks) if event.downstream else list(event.tasks)
+    if event.failed_only:
+        chosen = [n for n in chosen if state.tasks[n].status != "succeeded"]
+    generation = state.generation + 1
+    tasks = dict(state.tasks)
+    for name in chosen:
+        old = tasks[name]
+        tasks[name] = TaskState(
+            name=name, upstream=old.upstream, generation=generation, executions=old.executions
+        )
+    return replace(
+        state,
+        status="running",
+        generation=generation,
+        reason=None,
+        reruns=(*state.reruns, event.request_id),
+        tasks=tasks,
+        finished_at=None,
+        **_seen(recorded),
+    )
+
+
+def _task(state: RunState, recorded: Recorded, name: str, generation: int) -> TaskState:
+    task = state.tasks.get(name)
+    if task is None:
+        _invalid(recorded, f"the run has no task {name!r}")
+    if generation != task.generation:
+        _invalid(
+            recorded,
+            f"task {name} is in generation {task.generation}, the event is for {generation}",
+        )
+    return task
+
+
+def _need_run(state: RunState, recorded: Recorded, *allowed: RunStatus) -> None:
+    if state.status not in allowed:
+        _invalid(recorded, f"the run is {state.status} (needs {' or '.join(allowed)})")
+
+
+def _need_task(task: TaskState, recorded: Recorded, attempt: int, *allowed: str) -> None:
+    if task.status not in allowed:
+        _invalid(recorded, f"task {task.name} is {task.status} (needs {' or '.join(allowed)})")
+    if attempt != task.attempt:
+        _invalid(recorded, f"task {task.name} is at attempt {task.attempt}, not {attempt}")
+
+
+def _invalid(recorded: Recorded, reason: str) -> NoReturn:
+    raise InvalidTransition(recorded.stream_id, recorded.seq, event_type(recorded.event), reason)
+

@@ -1,0 +1,129 @@
+"""The state of a run, as folded from its events (see :mod:`durable.fold`).
+
+Pure data: frozen structs, no I/O. ``check_invariants`` states what every reachable
+state satisfies; property tests fold random valid histories and check it after every
+event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+
+from durable.events import ErrorInfo, Trigger
+
+__all__ = [
+    "ACTIVE_TASK",
+    "DONE_TASK",
+    "TERMINAL_RUN",
+    "RunState",
+    "RunStatus",
+    "TaskState",
+    "TaskStatus",
+    "check_invariants",
+]
+
+TaskStatus: TypeAlias = Literal[
+    "pending", "scheduled", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"
+]
+RunStatus: TypeAlias = Literal["pending", "running", "paused", "succeeded", "failed", "cancelled"]
+
+TERMINAL_RUN: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE_TASK: frozenset[str] = frozenset({"scheduled", "running", "retrying"})
+DONE_TASK: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+
+
+class TaskState(msgspec.Struct, frozen=True, kw_only=True):
+    """One task of a run in its current generation.
+
+    ``generation`` starts at 1 and grows with each rerun that includes the task;
+    ``attempt`` counts attempts within the generation (0 before the first).
+    """
+
+    name: str
+    upstream: tuple[str, ...] = ()
+    status: TaskStatus = "pending"
+    generation: int = 1
+    attempt: int = 0
+    output: Any = None
+    error: ErrorInfo | None = None
+    reason: str | None = None
+    retry_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    executions: int = 0
+    """Attempts started over every generation: how often the task body ran."""
+
+
+class RunState(msgspec.Struct, frozen=True, kw_only=True):
+    """A run: its identity, its status and its tasks, as of event ``last_seq``."""
+
+    run_id: str
+    stream_id: str
+    workflow: str
+    version: str
+    params: dict[str, Any]
+    trigger: Trigger
+    idempotency_key: str | None
+    tasks: dict[str, TaskState]
+    created_at: datetime
+    updated_at: datetime
+    status: RunStatus = "pending"
+    generation: int = 1
+    reason: str | None = None
+    reruns: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_seq: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN
+
+    def downstream_of(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        """``names`` and every task that depends on them, in DAG order."""
+        chosen = set(names)
+        # tasks are stored in the order they were declared, which is topological
+        for task in self.tasks.values():
+            if any(u in chosen for u in task.upstream):
+                chosen.add(task.name)
+        return [name for name in self.tasks if name in chosen]
+
+
+def check_invariants(run: RunState) -> list[str]:
+    """What is wrong with ``run``, as sentences; empty when the state is valid."""
+    problems: list[str] = []
+    if run.last_seq < 1:
+        problems.append("a run exists only after its first event")
+    if (run.finished_at is not None) != run.is_terminal:
+        problems.append(f"status {run.status} but finished_at={run.finished_at}")
+    if run.status == "succeeded":
+        for t in run.tasks.values():
+            if t.status not in ("succeeded", "skipped"):
+                problems.append(f"run succeeded but task {t.name} is {t.status}")
+    for t in run.tasks.values():
+        if not 1 <= t.generation <= run.generation:
+            problems.append(f"task {t.name} generation {t.generation} outside 1..{run.generation}")
+        if t.status == "pending" and t.attempt != 0:
+            problems.append(f"task {t.name} pending at attempt {t.attempt}")
+        if t.status in ACTIVE_TASK and t.attempt < 1:
+            problems.append(f"task {t.name} {t.status} without an attempt")
+        if t.status in DONE_TASK and t.finished_at is None:
+            problems.append(f"task {t.name} {t.status} without a finish time")
+        if t.status in ("failed", "retrying") and t.error is None:
+            problems.append(f"task {t.name} {t.status} without an error")
+        if t.status == "retrying" and t.retry_at is None:
+            problems.append(f"task {t.name} retrying without a retry time")
+        if t.executions < t.attempt:
+            problems.append(f"task {t.name} ran {t.executions} times but is at attempt {t.attempt}")
+        for u in t.upstream:
+            if u not in run.tasks:
+                problems.append(f"task {t.name} depends on unknown task {u}")
+    if run.is_terminal:
+        for t in run.tasks.values():
+            if t.status in ACTIVE_TASK:
+                problems.append(f"run {run.status} but task {t.name} is still {t.status}")
+    return problems

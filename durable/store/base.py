@@ -1,0 +1,100 @@
+"""The store protocol: what every event store (Postgres, in-memory) provides.
+
+One contract test suite (``tests/store_contract.py``) runs against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from durable.errors import MalformedEvent
+from durable.events import Event, Recorded
+from durable.runs_view import RunRow
+from durable.state import RunStatus
+
+__all__ = ["EventStore", "Progress", "RunFilter", "check_stream_id"]
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: called by long operations (rebuilds)."""
+
+
+class RunFilter:
+    """Filters of :meth:`EventStore.list_runs`."""
+
+    __slots__ = ("limit", "since", "status", "workflow")
+
+    def __init__(
+        self,
+        *,
+        workflow: str | None = None,
+        status: RunStatus | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> None:
+        self.workflow = workflow
+        self.status = status
+        self.since = since
+        self.limit = limit
+
+
+def check_stream_id(stream_id: str) -> None:
+    if not stream_id or "\x00" in stream_id or len(stream_id) > 512:
+        raise MalformedEvent(
+            f"stream id {stream_id!r}", "must be 1 to 512 characters with no NUL byte"
+        )
+
+
+class EventStore(Protocol):
+    """An append-only log of streams of events, with the ``runs`` read model beside it."""
+
+    async def append(
+        self, stream_id: str, expected_seq: int, events: Sequence[Event]
+    ) -> list[Recorded]:
+        """Append ``events`` after seq ``expected_seq`` (0: a new stream).
+
+        Returns the events as recorded once they are committed. Raises
+        :class:`~durable.errors.ConcurrencyConflict` when the stream is not at
+        ``expected_seq``, and :class:`~durable.errors.DuplicateRun` when a ``RunCreated``
+        carries an idempotency key that another run already has.
+        """
+        ...
+
+    async def read_stream(self, stream_id: str, after_seq: int = 0) -> list[Recorded]:
+        """The stream's events with seq > ``after_seq``, in order."""
+        ...
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Recorded]:
+        """Events of all streams with position > ``after_position``, in commit order."""
+        ...
+
+    async def require_stream(self, stream_id: str) -> list[Recorded]:
+        """The whole stream; :class:`~durable.errors.StreamNotFound` when it has no events."""
+        ...
+
+    async def last_position(self) -> int:
+        """The position of the last committed event (0 when empty)."""
+        ...
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> bool:
+        """Wait until an event past ``after_position`` is committed; False on timeout."""
+        ...
+
+    def subscribe(self, after_position: int = 0) -> AsyncIterator[Recorded]:
+        """Every event past ``after_position`` in commit order, waiting for new ones."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRow | None:
+        """The read-model row of a run."""
+        ...
+
+    async def list_runs(self, filter: RunFilter | None = None) -> list[RunRow]:
+        """Runs newest first."""
+        ...
+
+    async def rebuild_runs(self, progress: Progress | None = None) -> int:
+        """Rebuild the ``runs`` read model from the log; returns the number of runs."""
+        ...
+
+    async def close(self) -> None: ...
