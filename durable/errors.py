@@ -72,9 +72,9 @@ class DuplicateRun(DurableError):
 class StreamNotFound(DurableError):
     """No events exist for the stream (for example an unknown run id)."""
 
-    def __init__(self, stream_id: str, *, hint: str | None = None) -> None:
+    def __init__(self, stream_id: str, *, what: str | None = None, hint: str | None = None) -> None:
         super().__init__(
-            f"no events for {stream_id!r}",
+            f"no {what}" if what else f"no events for stream {stream_id!r}",
             hint=hint or "check the id; `durable runs` lists the runs",
         )
         self.stream_id = stream_id

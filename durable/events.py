@@ -12,6 +12,7 @@ in the envelope (:class:`Recorded`).
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar, TypeAlias
@@ -93,7 +94,7 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     VERSION: ClassVar[int] = 1
 
 
-class RunCreated(_Event, tag="run_created"):
+class RunCreated(_Event, frozen=True, kw_only=True, tag="run_created"):
     """A run came into being, pinned to one version of its workflow."""
 
     run_id: str
@@ -105,13 +106,13 @@ class RunCreated(_Event, tag="run_created"):
     idempotency_key: str | None = None
 
 
-class RunStarted(_Event, tag="run_started"):
+class RunStarted(_Event, frozen=True, kw_only=True, tag="run_started"):
     """An executor began working on the run."""
 
     executor: str | None = None
 
 
-class TaskScheduled(_Event, tag="task_scheduled"):
+class TaskScheduled(_Event, frozen=True, kw_only=True, tag="task_scheduled"):
     """An attempt of a task is ready to run (its upstream tasks are done)."""
 
     task: str
@@ -119,7 +120,7 @@ class TaskScheduled(_Event, tag="task_scheduled"):
     attempt: int
 
 
-class TaskStarted(_Event, tag="task_started"):
+class TaskStarted(_Event, frozen=True, kw_only=True, tag="task_started"):
     """An executor started an attempt of a task."""
 
     task: str
@@ -128,7 +129,7 @@ class TaskStarted(_Event, tag="task_started"):
     executor: str | None = None
 
 
-class TaskSucceeded(_Event, tag="task_succeeded"):
+class TaskSucceeded(_Event, frozen=True, kw_only=True, tag="task_succeeded"):
     """A task attempt finished; its output is recorded exactly once."""
 
     task: str
@@ -137,7 +138,7 @@ class TaskSucceeded(_Event, tag="task_succeeded"):
     output: Any = None
 
 
-class TaskRetryScheduled(_Event, tag="task_retry_scheduled"):
+class TaskRetryScheduled(_Event, frozen=True, kw_only=True, tag="task_retry_scheduled"):
     """A task attempt failed and will be retried at ``retry_at``."""
 
     task: str
@@ -147,7 +148,7 @@ class TaskRetryScheduled(_Event, tag="task_retry_scheduled"):
     retry_at: datetime
 
 
-class TaskFailed(_Event, tag="task_failed"):
+class TaskFailed(_Event, frozen=True, kw_only=True, tag="task_failed"):
     """A task attempt failed for good (no retries left, or not retryable)."""
 
     task: str
@@ -156,7 +157,7 @@ class TaskFailed(_Event, tag="task_failed"):
     error: ErrorInfo
 
 
-class TaskSkipped(_Event, tag="task_skipped"):
+class TaskSkipped(_Event, frozen=True, kw_only=True, tag="task_skipped"):
     """A task will not run in this generation (untaken branch, failed upstream)."""
 
     task: str
@@ -164,7 +165,7 @@ class TaskSkipped(_Event, tag="task_skipped"):
     reason: str
 
 
-class TaskCancelled(_Event, tag="task_cancelled"):
+class TaskCancelled(_Event, frozen=True, kw_only=True, tag="task_cancelled"):
     """A pending or running task was cancelled with its run."""
 
     task: str
@@ -172,38 +173,38 @@ class TaskCancelled(_Event, tag="task_cancelled"):
     reason: str = ""
 
 
-class RunSucceeded(_Event, tag="run_succeeded"):
+class RunSucceeded(_Event, frozen=True, kw_only=True, tag="run_succeeded"):
     """Every task of the run succeeded or was skipped."""
 
 
-class RunFailed(_Event, tag="run_failed"):
+class RunFailed(_Event, frozen=True, kw_only=True, tag="run_failed"):
     """The run ended because a task failed for good, or it ran out of time."""
 
     reason: str
     failed_tasks: tuple[str, ...] = ()
 
 
-class RunCancelled(_Event, tag="run_cancelled"):
+class RunCancelled(_Event, frozen=True, kw_only=True, tag="run_cancelled"):
     """The run was cancelled by a user or a policy."""
 
     reason: str = ""
     by: str | None = None
 
 
-class RunPaused(_Event, tag="run_paused"):
+class RunPaused(_Event, frozen=True, kw_only=True, tag="run_paused"):
     """No new task is scheduled until the run is resumed; running tasks may finish."""
 
     reason: str = ""
     by: str | None = None
 
 
-class RunResumed(_Event, tag="run_resumed"):
+class RunResumed(_Event, frozen=True, kw_only=True, tag="run_resumed"):
     """A paused run continues from its log."""
 
     by: str | None = None
 
 
-class RerunRequested(_Event, tag="rerun_requested"):
+class RerunRequested(_Event, frozen=True, kw_only=True, tag="rerun_requested"):
     """Run ``tasks`` again (and, with ``downstream``, all that depends on them).
 
     The fold moves them to a new generation; upstream outputs are kept. A request id is
@@ -235,12 +236,12 @@ Event: TypeAlias = (
     | RerunRequested
 )
 
-EVENT_TYPES: tuple[type[Event], ...] = Event.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(Event)
 
 
 def event_type(event: Event) -> str:
     """The stable tag of an event, e.g. ``"task_succeeded"``."""
-    return type(event).__struct_config__.tag  # type: ignore[return-value]
+    return type(event).__struct_config__.tag  # type: ignore[return-value,unused-ignore]
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,9 +282,7 @@ class EventRegistry:
         types: Iterable[type[Any]] = EVENT_TYPES,
         upcasters: dict[tuple[str, int], Upcaster] | None = None,
     ) -> None:
-        self._types: dict[str, type[Any]] = {
-            t.__struct_config__.tag: t for t in types
-        }
+        self._types: dict[str, type[Any]] = {t.__struct_config__.tag: t for t in types}
         self._upcasters = dict(upcasters or {})
         union = tuple(self._types.values())
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
@@ -356,4 +355,3 @@ def _union(types: tuple[type[Any], ...]) -> Any:
 
 REGISTRY = EventRegistry()
 """The registry of this version of durable's events (no older versions exist yet)."""
-

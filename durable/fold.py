@@ -86,39 +86,12 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
         _invalid(recorded, f"expected seq {state.last_seq + 1} after {state.last_seq}")
     at = recorded.recorded_at
     match event:
-        case RunCreated():
-            _invalid(recorded, "the run already exists")
-        case RunStarted():
-            _need_run(state, recorded, "pending")
-            return replace(state, status="running", started_at=at, **_seen(recorded))
-        case RunPaused():
-            _need_run(state, recorded, "pending", "running")
-            return replace(state, status="paused", reason=event.reason or None, **_seen(recorded))
-        case RunResumed():
-            _need_run(state, recorded, "paused")
-            return replace(state, status="running", reason=None, **_seen(recorded))
-        case RunSucceeded():
-            _need_run(state, recorded, "running")
-            unfinished = [
-                t.name for t in state.tasks.values() if t.status not in ("succeeded", "skipped")
-            ]
-            if unfinished:
-                _invalid(recorded, f"tasks not done: {', '.join(unfinished)}")
-            return replace(state, status="succeeded", finished_at=at, **_seen(recorded))
-        case RunFailed():
-            _need_run(state, recorded, "pending", "running", "paused")
-            return _ended(state, recorded, "failed", event.reason)
-        case RunCancelled():
-            _need_run(state, recorded, "pending", "running", "paused")
-            return _ended(state, recorded, "cancelled", event.reason or "cancelled")
-        case RerunRequested():
-            return _rerun(state, recorded, event)
         case TaskScheduled():
             _need_run(state, recorded, "running")
             task = _task(state, recorded, event.task, event.generation)
-            if task.status == "pending" and event.attempt == 1:
-                pass
-            elif task.status == "retrying" and event.attempt == task.attempt + 1:
+            if (task.status == "pending" and event.attempt == 1) or (
+                task.status == "retrying" and event.attempt == task.attempt + 1
+            ):
                 pass
             else:
                 _invalid(
@@ -143,9 +116,7 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
             _need_run(state, recorded, "running", "paused")
             task = _task(state, recorded, event.task, event.generation)
             _need_task(task, recorded, event.attempt, "running")
-            new = replace(
-                task, status="succeeded", output=event.output, error=None, finished_at=at
-            )
+            new = replace(task, status="succeeded", output=event.output, error=None, finished_at=at)
             return _with_task(state, recorded, new)
         case TaskRetryScheduled():
             _need_run(state, recorded, "running", "paused")
@@ -175,6 +146,45 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
                 task, status="cancelled", reason=event.reason or "cancelled", finished_at=at
             )
             return _with_task(state, recorded, new)
+        case RunCreated():
+            _invalid(recorded, "the run already exists")
+        case RunStarted():
+            _need_run(state, recorded, "pending")
+            return replace(
+                state, status="running", started_at=at, last_seq=recorded.seq, updated_at=at
+            )
+        case RunPaused():
+            _need_run(state, recorded, "pending", "running")
+            return replace(
+                state,
+                status="paused",
+                reason=event.reason or None,
+                last_seq=recorded.seq,
+                updated_at=at,
+            )
+        case RunResumed():
+            _need_run(state, recorded, "paused")
+            return replace(
+                state, status="running", reason=None, last_seq=recorded.seq, updated_at=at
+            )
+        case RunSucceeded():
+            _need_run(state, recorded, "running")
+            unfinished = [
+                t.name for t in state.tasks.values() if t.status not in ("succeeded", "skipped")
+            ]
+            if unfinished:
+                _invalid(recorded, f"tasks not done: {', '.join(unfinished)}")
+            return replace(
+                state, status="succeeded", finished_at=at, last_seq=recorded.seq, updated_at=at
+            )
+        case RunFailed():
+            _need_run(state, recorded, "pending", "running", "paused")
+            return _ended(state, recorded, "failed", event.reason)
+        case RunCancelled():
+            _need_run(state, recorded, "pending", "running", "paused")
+            return _ended(state, recorded, "cancelled", event.reason or "cancelled")
+        case RerunRequested():
+            return _rerun(state, recorded, event)
         case _:
             assert_never(event)
 
@@ -210,10 +220,6 @@ def _created(recorded: Recorded, event: RunCreated) -> RunState:
     )
 
 
-def _seen(recorded: Recorded) -> dict[str, object]:
-    return {"last_seq": recorded.seq, "updated_at": recorded.recorded_at}
-
-
 def _with_task(state: RunState, recorded: Recorded, task: TaskState) -> RunState:
     tasks = dict(state.tasks)
     tasks[task.name] = task
@@ -232,7 +238,13 @@ def _ended(state: RunState, recorded: Recorded, status: RunStatus, reason: str) 
         for name, t in state.tasks.items()
     }
     return replace(
-        state, status=status, reason=reason, tasks=tasks, finished_at=at, **_seen(recorded)
+        state,
+        status=status,
+        reason=reason,
+        tasks=tasks,
+        finished_at=at,
+        last_seq=recorded.seq,
+        updated_at=at,
     )
 
 
@@ -262,7 +274,8 @@ def _rerun(state: RunState, recorded: Recorded, event: RerunRequested) -> RunSta
         reruns=(*state.reruns, event.request_id),
         tasks=tasks,
         finished_at=None,
-        **_seen(recorded),
+        last_seq=recorded.seq,
+        updated_at=recorded.recorded_at,
     )
 
 
@@ -292,4 +305,3 @@ def _need_task(task: TaskState, recorded: Recorded, attempt: int, *allowed: str)
 
 def _invalid(recorded: Recorded, reason: str) -> NoReturn:
     raise InvalidTransition(recorded.stream_id, recorded.seq, event_type(recorded.event), reason)
-

@@ -117,8 +117,8 @@ def check_invariants(run: RunState) -> list[str]:
             problems.append(f"task {t.name} {t.status} without an error")
         if t.status == "retrying" and t.retry_at is None:
             problems.append(f"task {t.name} retrying without a retry time")
-        if t.executions < t.attempt:
-            problems.append(f"task {t.name} ran {t.executions} times but is at attempt {t.attempt}")
+        if t.status == "running" and t.executions < 1:
+            problems.append(f"task {t.name} is running but never started")
         for u in t.upstream:
             if u not in run.tasks:
                 problems.append(f"task {t.name} depends on unknown task {u}")

@@ -61,8 +61,20 @@ class EventStore(Protocol):
         """
         ...
 
+    async def import_stream(self, stream_id: str, records: Sequence[Recorded]) -> list[Recorded]:
+        """Write a whole exported history as a new stream, keeping its commit times.
+
+        The history must fold (it is checked first); the ``runs`` row is derived from the
+        fold. Raises :class:`~durable.errors.ConcurrencyConflict` if the stream exists.
+        """
+        ...
+
     async def read_stream(self, stream_id: str, after_seq: int = 0) -> list[Recorded]:
         """The stream's events with seq > ``after_seq``, in order."""
+        ...
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Recorded]]:
+        """Several whole streams in one read (an executor recovering many runs at once)."""
         ...
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Recorded]:

@@ -63,7 +63,7 @@ def start_embedded(pgdata: Path) -> str:
         import pgserver
 
         try:
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         except Exception as exc:  # pgserver raises plain errors from initdb / pg_ctl
             log = pgdata / "log"
             raise StoreUnavailable(

@@ -10,6 +10,8 @@ import bisect
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
+import msgspec
+
 from durable.errors import ConcurrencyConflict, DuplicateRun, MalformedEvent, StreamNotFound
 from durable.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated, run_stream
 from durable.fold import fold
@@ -46,7 +48,7 @@ class MemoryEventStore:
         if not events:
             raise ValueError("append needs at least one event")
         for i, e in enumerate(events):
-            tag, version, data = self._registry.encode(e)  # same validation as the real store
+            tag, _version, data = self._registry.encode(e)  # same validation as the real store
             if b"\\u0000" in data:
                 raise MalformedEvent(f"stream {stream_id!r} event {tag}", "contains NUL")
             if isinstance(e, RunCreated) and (
@@ -91,8 +93,34 @@ class MemoryEventStore:
             self._changed.notify_all()
         return recorded
 
+    async def import_stream(self, stream_id: str, records: Sequence[Recorded]) -> list[Recorded]:
+        check_stream_id(stream_id)
+        if not records or any(r.stream_id != stream_id for r in records):
+            raise MalformedEvent(f"import of {stream_id!r}", "needs events of that stream only")
+        state = fold(records) if stream_id.startswith("run:") else None
+        if stream_id in self._streams:
+            raise ConcurrencyConflict(stream_id, 0, len(self._streams[stream_id]))
+        if state is not None and state.idempotency_key in self._keys:
+            raise DuplicateRun(state.idempotency_key, self._keys[state.idempotency_key])
+        placed = [
+            msgspec.structs.replace(r, position=len(self._log) + n)
+            for n, r in enumerate(records, start=1)
+        ]
+        self._streams[stream_id] = placed
+        self._log.extend(placed)
+        if state is not None:
+            self._runs[state.run_id] = row_from_state(state)
+            if state.idempotency_key is not None:
+                self._keys[state.idempotency_key] = state.run_id
+        async with self._changed:
+            self._changed.notify_all()
+        return placed
+
     async def read_stream(self, stream_id: str, after_seq: int = 0) -> list[Recorded]:
         return list(self._streams.get(stream_id, [])[after_seq:])
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Recorded]]:
+        return {s: list(self._streams.get(s, [])) for s in stream_ids}
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Recorded]:
         start = bisect.bisect_right([r.position for r in self._log], after_position)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -48,59 +49,77 @@ _CONNECTION_ERRORS = (
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
 
-_CLAIM_STREAMS_SQL = """
-WITH req AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::int[]) AS r(stream_id, expected, last_seq)
-), upd AS (
+# One statement, one round trip, one commit: the batch's lock, dedup, fencing, events,
+# read model and notification. Every row inserted depends on `lock`, so positions are
+# assigned only once the lock is held; it is released at commit, so a smaller position
+# can never become visible after a larger one.
+_APPEND_BATCH_SQL = """
+WITH lock AS (
+    SELECT pg_advisory_xact_lock($1) AS held
+), new_runs AS (
+    INSERT INTO durable.runs (run_id, workflow, version, status, trigger_kind,
+                              idempotency_key, params, logical_time, created_at, started_at,
+                              finished_at, updated_at, last_seq)
+    SELECT r.run_id, r.workflow, r.version, r.status, r.trigger_kind, r.idempotency_key,
+           r.params, r.logical_time, now(), CASE WHEN r.started THEN now() END,
+           CASE WHEN r.finished THEN now() END, now(), r.last_seq
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::jsonb[], $9::timestamptz[], $10::bool[], $11::bool[], $12::int[])
+         AS r(run_id, workflow, version, status, trigger_kind, idempotency_key, params,
+              logical_time, started, finished, last_seq)
+    CROSS JOIN lock
+    ON CONFLICT DO NOTHING
+    RETURNING run_id
+), req AS (
+    SELECT q.stream_id, q.expected, q.last_seq
+    FROM unnest($13::text[], $14::int[], $15::int[], $16::text[])
+         AS q(stream_id, expected, last_seq, creates_run)
+    CROSS JOIN lock
+    WHERE q.creates_run IS NULL OR q.creates_run IN (SELECT run_id FROM new_runs)
+), claimed_existing AS (
     UPDATE durable.streams s SET last_seq = req.last_seq FROM req
     WHERE s.stream_id = req.stream_id AND req.expected > 0 AND s.last_seq = req.expected
     RETURNING s.stream_id
-), ins AS (
+), claimed_new AS (
     INSERT INTO durable.streams (stream_id, last_seq)
     SELECT stream_id, last_seq FROM req WHERE expected = 0
     ON CONFLICT DO NOTHING
     RETURNING stream_id
+), claimed AS (
+    SELECT stream_id FROM claimed_existing UNION ALL SELECT stream_id FROM claimed_new
+), appended AS (
+    INSERT INTO durable.events (stream_id, seq, type, version, data)
+    SELECT e.stream_id, e.seq, e.type, e.version, e.data
+    FROM unnest($17::text[], $18::int[], $19::text[], $20::int2[], $21::jsonb[])
+         WITH ORDINALITY AS e(stream_id, seq, type, version, data, n)
+    WHERE e.stream_id IN (SELECT stream_id FROM claimed)
+    ORDER BY e.n
+    RETURNING stream_id, seq, position, recorded_at
+), runs_updated AS (
+    UPDATE durable.runs r SET
+        status = COALESCE(u.status, r.status),
+        last_seq = u.last_seq,
+        updated_at = now(),
+        started_at = CASE WHEN u.started THEN COALESCE(r.started_at, now())
+                          ELSE r.started_at END,
+        finished_at = CASE u.finish WHEN 1 THEN now() WHEN -1 THEN NULL
+                                    ELSE r.finished_at END
+    FROM unnest($22::text[], $23::text[], $24::int[], $25::bool[], $26::int2[])
+         AS u(run_id, status, last_seq, started, finish)
+    WHERE r.run_id = u.run_id AND 'run:' || u.run_id IN (SELECT stream_id FROM claimed)
+    RETURNING r.run_id
 )
-SELECT stream_id FROM upd UNION ALL SELECT stream_id FROM ins
-"""
-
-_INSERT_EVENTS_SQL = """
-INSERT INTO durable.events (stream_id, seq, type, version, data)
-SELECT stream_id, seq, type, version, data
-FROM unnest($1::text[], $2::int[], $3::text[], $4::int2[], $5::jsonb[])
-     WITH ORDINALITY AS e(stream_id, seq, type, version, data, n)
-ORDER BY n
-RETURNING stream_id, seq, position, recorded_at
-"""
-
-_INSERT_RUNS_SQL = """
-INSERT INTO durable.runs (run_id, workflow, version, status, trigger_kind, idempotency_key,
-                          params, logical_time, created_at, updated_at, last_seq)
-SELECT run_id, workflow, version, 'pending', trigger_kind, idempotency_key, params,
-       logical_time, now(), now(), 1
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
-            $7::timestamptz[])
-     AS r(run_id, workflow, version, trigger_kind, idempotency_key, params, logical_time)
-ON CONFLICT DO NOTHING
-RETURNING run_id
-"""
-
-_UPDATE_RUNS_SQL = """
-UPDATE durable.runs r SET
-    status = COALESCE(u.status, r.status),
-    last_seq = u.last_seq,
-    updated_at = now(),
-    started_at = CASE WHEN u.started THEN COALESCE(r.started_at, now()) ELSE r.started_at END,
-    finished_at = CASE u.finish WHEN 1 THEN now() WHEN -1 THEN NULL ELSE r.finished_at END
-FROM unnest($1::text[], $2::text[], $3::int[], $4::bool[], $5::int2[])
-     AS u(run_id, status, last_seq, started, finish)
-WHERE r.run_id = u.run_id
+SELECT a.stream_id, a.seq, a.position, a.recorded_at,
+       (SELECT count(*) FROM runs_updated) AS runs_updated,
+       (SELECT pg_notify('durable_events', max(position)::text) FROM appended) AS notified
+FROM appended a
 """
 
 _RUN_COLUMNS = (
     "run_id, workflow, version, status, trigger_kind, idempotency_key, params, logical_time, "
     "created_at, started_at, finished_at, updated_at, last_seq"
 )
+_RUN_COLUMN_NAMES = [c.strip() for c in _RUN_COLUMNS.split(",")]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -173,6 +192,7 @@ class PostgresEventStore:
         dsn: str,
         registry: EventRegistry = REGISTRY,
         max_batch_events: int = 2000,
+        max_inflight_batches: int = 2,
         poll_interval: float = 1.0,
     ) -> None:
         self._pool = pool
@@ -183,6 +203,10 @@ class PostgresEventStore:
         self._queue: deque[_Append] = deque()
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        # Two batches in flight: Python prepares one while PostgreSQL commits the other
+        # (they still commit one after the other, in the append lock's order).
+        self._inflight = asyncio.Semaphore(max_inflight_batches)
+        self._commits: set[asyncio.Task[None]] = set()
         self._listener: asyncpg.Connection | None = None
         self._listener_lock = asyncio.Lock()
         self._notified = asyncio.Event()
@@ -239,8 +263,21 @@ class PostgresEventStore:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # Take the batch only once a commit slot is free: it gathers meanwhile.
+            await self._inflight.acquire()
             batch = self._take_batch()
+            if not batch:
+                self._inflight.release()
+                continue
+            task = asyncio.create_task(self._commit_then_release(batch))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
+
+    async def _commit_then_release(self, batch: list[_Append]) -> None:
+        try:
             await self._commit(batch)
+        finally:
+            self._inflight.release()
 
     def _take_batch(self) -> list[_Append]:
         batch: list[_Append] = []
@@ -286,109 +323,104 @@ class PostgresEventStore:
     async def _write(
         self, conn: asyncpg.Connection, batch: list[_Append]
     ) -> list[list[Recorded] | BaseException]:
-        outcomes: dict[int, list[Recorded] | BaseException] = {}
-        async with conn.transaction():
-            await conn.execute(_LOCK_SQL, _APPEND_LOCK)
-            creations = [(i, a) for i, a in enumerate(batch) if a.created is not None]
-            failed_creations: list[str] = []
-            if creations:
-                inserted = {
-                    r["run_id"]
-                    for r in await conn.fetch(_INSERT_RUNS_SQL, *_run_columns(creations))
-                }
-                for i, a in creations:
-                    if a.created is not None and a.created.run_id not in inserted:
-                        outcomes[i] = await self._creation_conflict(conn, a.stream_id, a.created)
-            live = [(i, a) for i, a in enumerate(batch) if i not in outcomes]
-            claimed: set[str] = set()
-            if live:
-                rows = await conn.fetch(
-                    _CLAIM_STREAMS_SQL,
-                    [a.stream_id for _, a in live],
-                    [a.expected for _, a in live],
-                    [a.expected + len(a.events) for _, a in live],
-                )
-                claimed = {r["stream_id"] for r in rows}
-            for i, a in live:
-                if a.stream_id not in claimed:
-                    actual = await conn.fetchval(
-                        "SELECT last_seq FROM durable.streams WHERE stream_id = $1", a.stream_id
-                    )
-                    outcomes[i] = ConcurrencyConflict(a.stream_id, a.expected, actual or 0)
-                    if a.created is not None:
-                        failed_creations.append(a.created.run_id)
-            if failed_creations:
-                await conn.execute(
-                    "DELETE FROM durable.runs WHERE run_id = ANY($1::text[])", failed_creations
-                )
-            winners = [(i, a) for i, a in live if i not in outcomes]
-            if not winners:
-                return [outcomes[i] for i in range(len(batch))]
-            ids: list[str] = []
-            seqs: list[int] = []
-            types: list[str] = []
-            versions: list[int] = []
-            datas: list[bytes] = []
-            for _, a in winners:
-                for n, (tag, version, data) in enumerate(a.encoded, start=a.expected + 1):
-                    ids.append(a.stream_id)
-                    seqs.append(n)
-                    types.append(tag)
-                    versions.append(version)
-                    datas.append(data)
-            rows = await conn.fetch(_INSERT_EVENTS_SQL, ids, seqs, types, versions, datas)
-            placed = {(r["stream_id"], r["seq"]): (r["position"], r["recorded_at"]) for r in rows}
-            await self._update_runs(conn, winners)
-            await conn.execute(
-                "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(max(p for p, _ in placed.values()))
-            )
-        for i, a in winners:
-            recorded = []
-            for n, event in enumerate(a.events, start=a.expected + 1):
-                position, at = placed[(a.stream_id, n)]
-                recorded.append(
+        params = _batch_parameters(batch)
+        rows = await conn.fetch(_APPEND_BATCH_SQL, _APPEND_LOCK, *params)
+        placed: dict[str, list[tuple[int, datetime]]] = {}
+        for r in rows:
+            placed.setdefault(r[0], []).append((r[2], r[3]))
+        outcomes: list[list[Recorded] | BaseException] = []
+        for a in batch:
+            spots = placed.get(a.stream_id)
+            if spots is None:
+                outcomes.append(await self._rejection(conn, a))
+                continue
+            outcomes.append(
+                [
                     Recorded(
-                        stream_id=a.stream_id, seq=n, position=position, recorded_at=at, event=event
+                        stream_id=a.stream_id,
+                        seq=seq,
+                        position=position,
+                        recorded_at=at,
+                        event=event,
                     )
-                )
-            outcomes[i] = recorded
-        return [outcomes[i] for i in range(len(batch))]
+                    for seq, event, (position, at) in zip(
+                        range(a.expected + 1, a.expected + 1 + len(a.events)),
+                        a.events,
+                        sorted(spots),
+                        strict=True,
+                    )
+                ]
+            )
+        return outcomes
 
-    async def _creation_conflict(
-        self, conn: asyncpg.Connection, stream_id: str, created: RunCreated
-    ) -> BaseException:
-        key = created.idempotency_key
+    async def _rejection(self, conn: asyncpg.Connection, a: _Append) -> BaseException:
+        """Why an append of the batch was not written (asked after the commit)."""
+        key = a.created.idempotency_key if a.created is not None else None
         if key is not None:
             existing = await conn.fetchval(
                 "SELECT run_id FROM durable.runs WHERE idempotency_key = $1", key
             )
-            if existing is not None and existing != created.run_id:
+            if existing is not None and a.created is not None and existing != a.created.run_id:
                 return DuplicateRun(key, existing)
         actual = await conn.fetchval(
-            "SELECT last_seq FROM durable.streams WHERE stream_id = $1", stream_id
+            "SELECT last_seq FROM durable.streams WHERE stream_id = $1", a.stream_id
         )
-        return ConcurrencyConflict(stream_id, 0, actual)
+        return ConcurrencyConflict(a.stream_id, a.expected, actual or 0)
 
-    async def _update_runs(self, conn: asyncpg.Connection, winners: list[tuple[int, _Append]]) -> None:
-        run_ids: list[str] = []
-        statuses: list[str | None] = []
-        last_seqs: list[int] = []
-        started: list[bool] = []
-        finish: list[int] = []
-        for _, a in winners:
-            if not a.stream_id.startswith("run:"):
-                continue
-            events = a.events[1:] if a.created is not None else a.events
-            if not events:
-                continue
-            delta = delta_of(events, a.expected + len(a.events))
-            run_ids.append(a.stream_id[4:])
-            statuses.append(delta.status)
-            last_seqs.append(delta.last_seq)
-            started.append(delta.started)
-            finish.append(delta.finish)
-        if run_ids:
-            await conn.execute(_UPDATE_RUNS_SQL, run_ids, statuses, last_seqs, started, finish)
+    async def import_stream(self, stream_id: str, records: Sequence[Recorded]) -> list[Recorded]:
+        check_stream_id(stream_id)
+        if not records or any(r.stream_id != stream_id for r in records):
+            raise MalformedEvent(f"import of {stream_id!r}", "needs events of that stream only")
+        state = fold(records) if stream_id.startswith("run:") else None  # refuses bad logs
+        encoded = [self._encode(stream_id, r.event) for r in records]
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_LOCK_SQL, _APPEND_LOCK)
+                claimed = await conn.fetchval(
+                    "INSERT INTO durable.streams (stream_id, last_seq) VALUES ($1, $2) "
+                    "ON CONFLICT DO NOTHING RETURNING stream_id",
+                    stream_id,
+                    len(records),
+                )
+                if claimed is None:
+                    actual = await conn.fetchval(
+                        "SELECT last_seq FROM durable.streams WHERE stream_id = $1", stream_id
+                    )
+                    raise ConcurrencyConflict(stream_id, 0, actual)
+                rows = await conn.fetch(
+                    "INSERT INTO durable.events (stream_id, seq, type, version, data, recorded_at) "
+                    "SELECT $1, seq, type, version, data, at FROM unnest($2::int[], $3::text[], "
+                    "$4::int2[], $5::jsonb[], $6::timestamptz[]) WITH ORDINALITY "
+                    "AS e(seq, type, version, data, at, n) ORDER BY n RETURNING seq, position",
+                    stream_id,
+                    [r.seq for r in records],
+                    [t for t, _, _ in encoded],
+                    [v for _, v, _ in encoded],
+                    [d for _, _, d in encoded],
+                    [r.recorded_at for r in records],
+                )
+                if state is not None:
+                    row = row_from_state(state)
+                    await conn.copy_records_to_table(
+                        "runs",
+                        schema_name="durable",
+                        columns=_RUN_COLUMN_NAMES,
+                        records=[_run_record(row)],
+                    )
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)",
+                    NOTIFY_CHANNEL,
+                    str(max(r["position"] for r in rows)),
+                )
+        except asyncpg.UniqueViolationError as exc:
+            raise DuplicateRun(
+                state.idempotency_key if state and state.idempotency_key else stream_id,
+                "another run",
+            ) from exc
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable, nothing imported: {exc}") from exc
+        positions = {r["seq"]: r["position"] for r in rows}
+        return [msgspec.structs.replace(r, position=positions[r.seq]) for r in records]
 
     # -- reading ----------------------------------------------------------------------
 
@@ -410,6 +442,26 @@ class PostgresEventStore:
             )
             for r in rows
         ]
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Recorded]]:
+        rows = await self._fetch(
+            "SELECT stream_id, seq, position, recorded_at, type, version, data "
+            "FROM durable.events WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, seq",
+            list(stream_ids),
+        )
+        decode = self._registry.decode
+        out: dict[str, list[Recorded]] = {s: [] for s in stream_ids}
+        for r in rows:
+            out[r[0]].append(
+                Recorded(
+                    stream_id=r[0],
+                    seq=r[1],
+                    position=r[2],
+                    recorded_at=r[3],
+                    event=decode(r[4], r[5], r[6], where=f"{r[0]} seq {r[1]}"),
+                )
+            )
+        return out
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Recorded]:
         rows = await self._fetch(
@@ -447,9 +499,7 @@ class PostgresEventStore:
                 return False
             # A lost notification costs at most one poll interval.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._notified.wait(), min(remaining, self._poll_interval)
-                )
+                await asyncio.wait_for(self._notified.wait(), min(remaining, self._poll_interval))
 
     async def subscribe(self, after_position: int = 0) -> AsyncIterator[Recorded]:
         position = after_position
@@ -510,18 +560,13 @@ class PostgresEventStore:
             await conn.execute("DELETE FROM durable.runs")
             rows: list[tuple[Any, ...]] = []
             for done, stream_id in enumerate(streams, start=1):
-                records = await self._read_stream_on(conn, stream_id)
-                state = fold(records)
+                state = fold(await self._read_stream_on(conn, stream_id))
                 if state is not None:
-                    row = row_from_state(state)
-                    rows.append(tuple(getattr(row, c.strip()) for c in _RUN_COLUMNS.split(",")))
+                    rows.append(_run_record(row_from_state(state)))
                 if progress is not None:
                     progress(done, len(streams))
             await conn.copy_records_to_table(
-                "runs",
-                schema_name="durable",
-                columns=[c.strip() for c in _RUN_COLUMNS.split(",")],
-                records=[_encode_params(r) for r in rows],
+                "runs", schema_name="durable", columns=_RUN_COLUMN_NAMES, records=rows
             )
         return len(rows)
 
@@ -568,12 +613,16 @@ class PostgresEventStore:
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
+        if self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
         await self._pool.close()
 
 
-def _settle(future: asyncio.Future[list[Recorded]], outcome: list[Recorded] | BaseException) -> None:
+def _settle(
+    future: asyncio.Future[list[Recorded]], outcome: list[Recorded] | BaseException
+) -> None:
     if future.done():
         return
     if isinstance(outcome, BaseException):
@@ -582,29 +631,59 @@ def _settle(future: asyncio.Future[list[Recorded]], outcome: list[Recorded] | Ba
         future.set_result(outcome)
 
 
-def _run_columns(creations: list[tuple[int, _Append]]) -> list[list[Any]]:
-    cols: list[list[Any]] = [[], [], [], [], [], [], []]
-    for _, a in creations:
+def _batch_parameters(batch: list[_Append]) -> list[list[Any]]:
+    """The arrays of the batch statement's parameters $2..$26, in order."""
+    runs: list[list[Any]] = [[] for _ in range(11)]
+    req: list[list[Any]] = [[], [], [], []]
+    events: list[list[Any]] = [[], [], [], [], []]
+    deltas: list[list[Any]] = [[], [], [], [], []]
+    for a in batch:
+        last_seq = a.expected + len(a.events)
         c = a.created
-        if c is None:
-            continue
-        values = (
-            c.run_id,
-            c.workflow,
-            c.version,
-            c.trigger.kind,
-            c.idempotency_key,
-            msgspec.json.encode(c.params),
-            c.trigger.logical_time,
+        req_row: tuple[Any, ...] = (
+            a.stream_id,
+            a.expected,
+            last_seq,
+            c.run_id if c is not None else None,
         )
-        for col, value in zip(cols, values, strict=True):
+        for col, value in zip(req, req_row, strict=True):
             col.append(value)
-    return cols
+        for n, (tag, version, data) in enumerate(a.encoded, start=a.expected + 1):
+            ev_row: tuple[Any, ...] = (a.stream_id, n, tag, version, data)
+            for col, value in zip(events, ev_row, strict=True):
+                col.append(value)
+        if c is not None:
+            # the whole append folds into the new row: the UPDATE below cannot see it
+            d = delta_of(a.events[1:], last_seq)
+            row = (
+                c.run_id,
+                c.workflow,
+                c.version,
+                d.status or "pending",
+                c.trigger.kind,
+                c.idempotency_key,
+                msgspec.json.encode(c.params),
+                c.trigger.logical_time,
+                d.started,
+                d.finish == 1,
+                last_seq,
+            )
+            for col, value in zip(runs, row, strict=True):
+                col.append(value)
+        elif a.stream_id.startswith("run:"):
+            d = delta_of(a.events, last_seq)
+            row2: tuple[Any, ...] = (a.stream_id[4:], d.status, d.last_seq, d.started, d.finish)
+            for col, value in zip(deltas, row2, strict=True):
+                col.append(value)
+    return [*runs, *req, *events, *deltas]
 
 
-def _encode_params(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    # params is the 7th column; COPY goes through the binary jsonb codec too
-    return (*row[:6], msgspec.json.encode(row[6]), *row[7:])
+def _run_record(row: RunRow) -> tuple[Any, ...]:
+    # COPY goes through the binary jsonb codec too: params as JSON bytes
+    return tuple(
+        msgspec.json.encode(row.params) if name == "params" else getattr(row, name)
+        for name in _RUN_COLUMN_NAMES
+    )
 
 
 def _run_row(r: asyncpg.Record) -> RunRow:
@@ -623,4 +702,3 @@ def _run_row(r: asyncpg.Record) -> RunRow:
         updated_at=r["updated_at"],
         last_seq=r["last_seq"],
     )
-
