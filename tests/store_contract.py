@@ -225,3 +225,21 @@ class StoreContract:
         assert got[run_stream("missing")] == []
         for stream in wanted[:2]:
             assert got[stream] == await store.read_stream(stream)
+
+    async def test_streams_other_than_runs_are_fenced_too(self, store: Any) -> None:
+        """Schedules and backfills have streams of their own, with the same contract."""
+        stream = "schedule:daily_sales"
+        first = await store.append(stream, 0, [RunPaused(reason="a"), RunResumed()])
+        assert [r.seq for r in first] == [1, 2]
+        with pytest.raises(ConcurrencyConflict) as info:
+            await store.append(stream, 0, [RunPaused()])
+        assert info.value.actual_seq == 2
+        results = await asyncio.gather(
+            *(store.append(stream, 2, [RunPaused(by=str(i))]) for i in range(5)),
+            store.append(run_stream("r1"), 0, [created("r1")]),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, list) for r in results[:5]) == 1
+        assert isinstance(results[5], list)
+        assert [r.seq for r in await store.read_stream(stream)] == [1, 2, 3]
+        assert await store.get_run("r1") is not None

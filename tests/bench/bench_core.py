@@ -114,18 +114,19 @@ def pgbench(url: str, clients: int, seconds: int) -> float:
 
 
 async def bench_appends(
-    store: PostgresEventStore, writers: int, seconds: float
+    store: PostgresEventStore, writers: int, seconds: float, prefix: str = "w"
 ) -> dict[str, float]:
     """``writers`` concurrent writers, each appending one event per call to its own stream."""
+    prefix = f"{prefix}{writers}-"
     for w in range(writers):
-        await store.append(run_stream(f"w{writers}-{w}"), 0, [created(f"w{writers}-{w}")])
+        await store.append(run_stream(f"{prefix}{w}"), 0, [created(f"{prefix}{w}")])
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
     event: Event = TaskSucceeded(task="load", generation=1, attempt=1, output={"rows": 17818})
 
     async def writer(w: int) -> int:
         seq = 1
-        stream = run_stream(f"w{writers}-{w}")
+        stream = run_stream(f"{prefix}{w}")
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
             await store.append(stream, seq, [event])

@@ -1,9 +1,11 @@
 -- The run log: every state change of every run, schedule and backfill.
+
+-- Where each stream other than a run's is: the fence an append states it expects.
+-- (A run's fence is durable.runs.last_seq, moved in the read model's own row update.)
 CREATE TABLE durable.streams (
     stream_id text PRIMARY KEY,
-    -- seq of the stream's last event: the fence an append states it expects
     last_seq integer NOT NULL CHECK (last_seq > 0)
-);
+) WITH (fillfactor = 50);  -- room on the page: updates stay HOT, no index churn
 
 CREATE TABLE durable.events (
     -- commit order across all streams: appends hold a lock from assigning
@@ -34,8 +36,9 @@ CREATE TABLE durable.runs (
     started_at timestamptz,
     finished_at timestamptz,
     updated_at timestamptz NOT NULL,
+    -- seq of the run's last event: the fence of appends to the run's stream
     last_seq integer NOT NULL
-);
+) WITH (fillfactor = 50);  -- updated on every append: keep updates HOT
 CREATE INDEX runs_created ON durable.runs (created_at DESC, run_id);
 CREATE INDEX runs_workflow_created ON durable.runs (workflow, created_at DESC);
 CREATE INDEX runs_status_created ON durable.runs (status, created_at DESC);
