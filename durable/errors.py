@@ -15,6 +15,7 @@ __all__ = [
     "MigrationError",
     "StoreUnavailable",
     "StreamNotFound",
+    "TaskError",
     "UnknownEventType",
 ]
 
@@ -129,3 +130,16 @@ class StoreUnavailable(DurableError):
     """The database could not be reached or the transaction failed; nothing was recorded."""
 
     retryable = True
+
+
+class TaskError(DurableError):
+    """Raised by (or for) a task attempt: ``retryable=False`` stops the retries.
+
+    A task may raise it to say a retry cannot help (bad input, missing data); any other
+    exception a task raises is a retryable failure.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, type: str | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.type = type or "TaskError"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
 import msgspec
 
@@ -45,6 +45,7 @@ __all__ = [
     "TaskStarted",
     "TaskSucceeded",
     "Trigger",
+    "TriggerRule",
     "Upcaster",
     "event_type",
     "run_stream",
@@ -60,11 +61,22 @@ def run_stream(run_id: str) -> str:
 # Value objects carried inside events
 
 
+TriggerRule: TypeAlias = Literal["all_success", "none_failed", "one_failed", "all_done"]
+"""When a task may run, given its upstream tasks' outcomes.
+
+- ``all_success``: every upstream task succeeded (a failed or skipped one skips this task)
+- ``none_failed``: every upstream task is done and none failed (a join after a switch)
+- ``one_failed``: an upstream task failed (a catch handler)
+- ``all_done``: every upstream task is done, whatever the outcome (a finally task)
+"""
+
+
 class TaskNode(msgspec.Struct, frozen=True, kw_only=True):
     """One task of the run's DAG as it was when the run was created."""
 
     name: str
     upstream: tuple[str, ...] = ()
+    trigger_rule: TriggerRule = "all_success"
 
 
 class Trigger(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,11 +125,16 @@ class RunStarted(_Event, frozen=True, kw_only=True, tag="run_started"):
 
 
 class TaskScheduled(_Event, frozen=True, kw_only=True, tag="task_scheduled"):
-    """An attempt of a task is ready to run (its upstream tasks are done)."""
+    """An attempt of a task is ready to run (its upstream tasks are done).
+
+    ``not_before``: the attempt must not start earlier (a durable sleep, recorded so a
+    restart keeps the same wake-up time).
+    """
 
     task: str
     generation: int
     attempt: int
+    not_before: datetime | None = None
 
 
 class TaskStarted(_Event, frozen=True, kw_only=True, tag="task_started"):

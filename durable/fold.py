@@ -35,6 +35,7 @@ from durable.events import (
 )
 from durable.state import (
     ACTIVE_TASK,
+    DONE_TASK,
     TERMINAL_RUN,
     RunState,
     RunStatus,
@@ -99,11 +100,16 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
                     f"task {task.name} is {task.status} at attempt {task.attempt}; "
                     f"cannot schedule attempt {event.attempt}",
                 )
-            waiting = [u for u in task.upstream if state.tasks[u].status != "succeeded"]
-            if waiting:
-                _invalid(recorded, f"task {task.name} waits for {', '.join(waiting)}")
+            if state.ready(task) is not True:
+                ups = ", ".join(f"{u} {state.tasks[u].status}" for u in task.upstream)
+                _invalid(recorded, f"task {task.name} ({task.trigger_rule}) cannot run: {ups}")
             new = replace(
-                task, status="scheduled", attempt=event.attempt, scheduled_at=at, retry_at=None
+                task,
+                status="scheduled",
+                attempt=event.attempt,
+                scheduled_at=at,
+                retry_at=None,
+                not_before=event.not_before,
             )
             return _with_task(state, recorded, new)
         case TaskStarted():
@@ -169,9 +175,7 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
             )
         case RunSucceeded():
             _need_run(state, recorded, "running")
-            unfinished = [
-                t.name for t in state.tasks.values() if t.status not in ("succeeded", "skipped")
-            ]
+            unfinished = [t.name for t in state.tasks.values() if t.status not in DONE_TASK]
             if unfinished:
                 _invalid(recorded, f"tasks not done: {', '.join(unfinished)}")
             return replace(
@@ -204,7 +208,9 @@ def _created(recorded: Recorded, event: RunCreated) -> RunState:
                 f"task {node.name!r} depends on {', '.join(missing)}, "
                 "which is not declared before it",
             )
-        tasks[node.name] = TaskState(name=node.name, upstream=node.upstream)
+        tasks[node.name] = TaskState(
+            name=node.name, upstream=node.upstream, trigger_rule=node.trigger_rule
+        )
     return RunState(
         run_id=event.run_id,
         stream_id=recorded.stream_id,
@@ -264,7 +270,11 @@ def _rerun(state: RunState, recorded: Recorded, event: RerunRequested) -> RunSta
     for name in chosen:
         old = tasks[name]
         tasks[name] = TaskState(
-            name=name, upstream=old.upstream, generation=generation, executions=old.executions
+            name=name,
+            upstream=old.upstream,
+            trigger_rule=old.trigger_rule,
+            generation=generation,
+            executions=old.executions,
         )
     return replace(
         state,

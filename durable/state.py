@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
-from durable.events import ErrorInfo, Trigger
+from durable.events import ErrorInfo, Trigger, TriggerRule
 
 __all__ = [
     "ACTIVE_TASK",
@@ -23,6 +23,7 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "check_invariants",
+    "rule_verdict",
 ]
 
 TaskStatus: TypeAlias = Literal[
@@ -44,6 +45,7 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     upstream: tuple[str, ...] = ()
+    trigger_rule: TriggerRule = "all_success"
     status: TaskStatus = "pending"
     generation: int = 1
     attempt: int = 0
@@ -51,6 +53,7 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     error: ErrorInfo | None = None
     reason: str | None = None
     retry_at: datetime | None = None
+    not_before: datetime | None = None
     scheduled_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -83,6 +86,11 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_RUN
 
+    def ready(self, task: TaskState) -> bool | None:
+        """Whether ``task``'s trigger rule lets it run: True, False (it never will: skip
+        it), or None (not yet: upstream tasks are still to finish)."""
+        return rule_verdict(task.trigger_rule, [self.tasks[u].status for u in task.upstream])
+
     def downstream_of(self, names: tuple[str, ...] | list[str]) -> list[str]:
         """``names`` and every task that depends on them, in DAG order."""
         chosen = set(names)
@@ -91,6 +99,27 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
             if any(u in chosen for u in task.upstream):
                 chosen.add(task.name)
         return [name for name in self.tasks if name in chosen]
+
+
+def rule_verdict(rule: TriggerRule, upstream: list[str]) -> bool | None:
+    """A trigger rule applied to upstream statuses: run (True), never (False), not yet (None)."""
+    done = all(s in DONE_TASK for s in upstream)
+    failed = any(s in ("failed", "cancelled") for s in upstream)
+    match rule:
+        case "all_success":
+            if all(s == "succeeded" for s in upstream):
+                return True
+            return False if any(s in DONE_TASK and s != "succeeded" for s in upstream) else None
+        case "none_failed":
+            if failed:
+                return False
+            return (not upstream or "succeeded" in upstream) if done else None
+        case "one_failed":
+            if failed:
+                return True
+            return False if done else None
+        case "all_done":
+            return True if done else None
 
 
 def check_invariants(run: RunState) -> list[str]:
@@ -102,7 +131,7 @@ def check_invariants(run: RunState) -> list[str]:
         problems.append(f"status {run.status} but finished_at={run.finished_at}")
     if run.status == "succeeded":
         for t in run.tasks.values():
-            if t.status not in ("succeeded", "skipped"):
+            if t.status not in DONE_TASK:
                 problems.append(f"run succeeded but task {t.name} is {t.status}")
     for t in run.tasks.values():
         if not 1 <= t.generation <= run.generation:

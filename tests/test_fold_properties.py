@@ -59,7 +59,10 @@ def dags(draw: st.DrawFn) -> tuple[TaskNode, ...]:
     nodes = []
     for i in range(n):
         ups = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=2)) if i else []
-        nodes.append(TaskNode(name=f"t{i}", upstream=tuple(f"t{u}" for u in sorted(ups))))
+        rule = draw(st.sampled_from(["all_success", "none_failed", "one_failed", "all_done"]))
+        nodes.append(
+            TaskNode(name=f"t{i}", upstream=tuple(f"t{u}" for u in sorted(ups)), trigger_rule=rule)
+        )
     return tuple(nodes)
 
 
@@ -72,6 +75,22 @@ class Model:
         self.gen = 1
         self.task = {t.name: ["pending", 1, 0] for t in dag}  # status, generation, attempt
         self.requests = 0
+
+    def can_run(self, name: str) -> bool:
+        ups = [self.task[u][0] for u in self.dag[name].upstream]
+        finished = {"succeeded", "failed", "skipped", "cancelled"}
+        rule = self.dag[name].trigger_rule
+        if rule == "all_success":
+            return all(s == "succeeded" for s in ups)
+        if rule == "all_done":
+            return all(s in finished for s in ups)
+        if rule == "one_failed":
+            return any(s in ("failed", "cancelled") for s in ups)
+        return (
+            all(s in finished for s in ups)
+            and not any(s in ("failed", "cancelled") for s in ups)
+            and (not ups or "succeeded" in ups)
+        )
 
     def options(self) -> list[Event]:
         opts: list[Event] = []
@@ -98,10 +117,11 @@ class Model:
             opts += [RunResumed(), RunCancelled()]
         if r == "running":
             opts += [RunPaused(), RunCancelled(), RunFailed(reason="timeout")]
-            if all(s in ("succeeded", "skipped") for s, _, _ in self.task.values()):
+            finished = ("succeeded", "skipped", "failed", "cancelled")
+            if all(s in finished for s, _, _ in self.task.values()):
                 opts.append(RunSucceeded())
         for name, (status, gen, attempt) in self.task.items():
-            ups_ok = all(self.task[u][0] == "succeeded" for u in self.dag[name].upstream)
+            ups_ok = self.can_run(name)
             if r == "running" and status == "pending" and ups_ok:
                 opts.append(TaskScheduled(task=name, generation=gen, attempt=1))
             if r == "running" and status == "retrying" and ups_ok:

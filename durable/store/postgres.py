@@ -32,9 +32,11 @@ from durable.runs_view import RunRow, delta_of, row_from_state
 from durable.store.base import Progress, RunFilter, check_stream_id
 from durable.store.migrate import apply_migrations
 
-__all__ = ["NOTIFY_CHANNEL", "PostgresEventStore", "connect"]
+__all__ = ["CONTROL_CHANNEL", "NOTIFY_CHANNEL", "RUNS_CHANNEL", "PostgresEventStore", "connect"]
 
 NOTIFY_CHANNEL = "durable_events"
+RUNS_CHANNEL = "durable_runs"  # a run was created: executors look for work
+CONTROL_CHANNEL = "durable_control"  # an operator changed a run (payload: run id)
 # pg_advisory_xact_lock key held from assigning positions to commit ("durable append")
 _APPEND_LOCK = 0x6475_7261_626C_6101
 
@@ -115,7 +117,9 @@ WITH lock AS (
     RETURNING stream_id, seq, position, recorded_at
 )
 SELECT a.stream_id, a.seq, a.position, a.recorded_at,
-       (SELECT pg_notify('durable_events', max(position)::text) FROM appended) AS notified
+       (SELECT pg_notify('durable_events', max(position)::text) FROM appended) AS notified,
+       (SELECT pg_notify('durable_runs', count(*)::text) FROM new_runs
+        HAVING count(*) > 0) AS runs_notified
 FROM appended a
 """
 
@@ -223,6 +227,10 @@ class PostgresEventStore:
     def pool(self) -> asyncpg.Pool:
         return self._pool
 
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
     # -- appending --------------------------------------------------------------------
 
     async def append(
@@ -252,6 +260,28 @@ class PostgresEventStore:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="durable-group-commit")
         return await future
+
+    async def append_on(
+        self, conn: asyncpg.Connection, stream_id: str, expected_seq: int, events: Sequence[Event]
+    ) -> list[Recorded]:
+        """Append inside the caller's transaction on ``conn`` (not group-committed).
+
+        The events commit with whatever else the transaction wrote, or not at all: a
+        SQL task's rows and its completion event are one atomic fact.
+        """
+        check_stream_id(stream_id)
+        encoded = [self._encode(stream_id, e) for e in events]
+        loop = asyncio.get_running_loop()
+        item = _Append(stream_id, expected_seq, events, encoded, loop.create_future())
+        outcome = (await self._write(conn, [item]))[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send a notification (committed at once: it is its own transaction)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
 
     def _encode(self, stream_id: str, event: Event) -> tuple[str, int, bytes]:
         tag, version, data = self._registry.encode(event)

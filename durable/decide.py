@@ -1,0 +1,249 @@
+"""Decisions: given a run's state (and its workflow), the events that move it forward.
+
+Pure: no I/O, no clock (``now`` is passed in), no randomness. A decision taken again on
+the same state gives the same events; a command already applied gives ``[]``, so a
+redelivered command is a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from durable.dag import WorkflowSpec
+from durable.errors import DurableError
+from durable.events import (
+    ErrorInfo,
+    Event,
+    RunCancelled,
+    RunFailed,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunSucceeded,
+    TaskFailed,
+    TaskRetryScheduled,
+    TaskScheduled,
+    TaskSkipped,
+)
+from durable.retry import retry_at
+from durable.state import DONE_TASK, RunState, rule_verdict
+
+__all__ = [
+    "Cancel",
+    "Command",
+    "CommandRejected",
+    "Pause",
+    "Resume",
+    "attempt_failed",
+    "decide",
+    "decide_command",
+    "lost_attempts",
+    "next_wakeup",
+]
+
+EXECUTOR_LOST = "ExecutorLost"
+
+
+class CommandRejected(DurableError):
+    """A command that cannot apply to the run in its current state."""
+
+
+class Cancel(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str = "cancelled by user"
+    by: str | None = None
+
+
+class Pause(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str = ""
+    by: str | None = None
+
+
+class Resume(msgspec.Struct, frozen=True, kw_only=True):
+    by: str | None = None
+
+
+Command = Cancel | Pause | Resume
+
+
+def decide_command(state: RunState, command: Command) -> list[Event]:
+    """The events of an operator's command; ``[]`` when it is already in effect."""
+    match command:
+        case Cancel():
+            if state.status == "cancelled":
+                return []
+            if state.is_terminal:
+                raise CommandRejected(
+                    f"run {state.run_id} already {state.status}; there is nothing to cancel"
+                )
+            return [RunCancelled(reason=command.reason, by=command.by)]
+        case Pause():
+            if state.status == "paused":
+                return []
+            if state.is_terminal:
+                raise CommandRejected(f"run {state.run_id} is {state.status}; it cannot pause")
+            return [RunPaused(reason=command.reason, by=command.by)]
+        case Resume():
+            if state.status in ("running", "pending"):
+                return []
+            if state.status != "paused":
+                raise CommandRejected(
+                    f"run {state.run_id} is {state.status}; only a paused run resumes"
+                )
+            return [RunResumed(by=command.by)]
+
+
+def decide(
+    state: RunState, spec: WorkflowSpec, now: datetime, *, executor: str | None = None
+) -> list[Event]:
+    """What the run does next at ``now``: start, schedule, skip, finish — or nothing."""
+    if state.status == "pending":
+        return [RunStarted(executor=executor)]
+    if state.status != "running":
+        return []
+    if (
+        spec.max_duration is not None
+        and state.started_at is not None
+        and now - state.started_at > timedelta(seconds=spec.max_duration)
+    ):
+        return [RunFailed(reason=f"the run exceeded its max_duration of {spec.max_duration:g} s")]
+    events: list[Event] = []
+    status: dict[str, str] = {name: t.status for name, t in state.tasks.items()}
+    untaken = _untaken_branches(state, spec)
+    for t in state.tasks.values():  # topological order
+        if t.status == "pending":
+            if t.name in untaken:
+                events.append(
+                    TaskSkipped(task=t.name, generation=t.generation, reason=untaken[t.name])
+                )
+                status[t.name] = "skipped"
+                continue
+            verdict = rule_verdict(t.trigger_rule, [status[u] for u in t.upstream])
+            if verdict is True:
+                events.append(
+                    TaskScheduled(
+                        task=t.name,
+                        generation=t.generation,
+                        attempt=1,
+                        not_before=_sleep_until(spec, t.name, now),
+                    )
+                )
+                status[t.name] = "scheduled"
+            elif verdict is False:
+                events.append(
+                    TaskSkipped(task=t.name, generation=t.generation, reason=_why_skip(t, status))
+                )
+                status[t.name] = "skipped"
+        elif t.status == "retrying" and t.retry_at is not None and t.retry_at <= now:
+            events.append(
+                TaskScheduled(task=t.name, generation=t.generation, attempt=t.attempt + 1)
+            )
+            status[t.name] = "scheduled"
+    if all(s in DONE_TASK for s in status.values()):
+        unhandled = [
+            name
+            for name, s in status.items()
+            if s in ("failed", "cancelled") and not _handled(state, name, status)
+        ]
+        if unhandled:
+            events.append(
+                RunFailed(
+                    reason=f"task {', '.join(unhandled)} failed", failed_tasks=tuple(unhandled)
+                )
+            )
+        else:
+            events.append(RunSucceeded())
+    return events
+
+
+def attempt_failed(
+    state: RunState, spec: WorkflowSpec, task: str, error: ErrorInfo, now: datetime
+) -> Event:
+    """A failed attempt becomes a scheduled retry, or a final failure."""
+    t = state.tasks[task]
+    policy = spec.task(task).retry
+    when = (
+        retry_at(policy, t.attempt, f"{state.run_id}/{task}/{t.generation}", now)
+        if error.retryable
+        else None
+    )
+    if when is None:
+        return TaskFailed(task=task, generation=t.generation, attempt=t.attempt, error=error)
+    return TaskRetryScheduled(
+        task=task, generation=t.generation, attempt=t.attempt, error=error, retry_at=when
+    )
+
+
+def lost_attempts(state: RunState, spec: WorkflowSpec, now: datetime) -> list[Event]:
+    """For a run just claimed: attempts marked running whose executor is gone.
+
+    Their outcome is unknown — the body may or may not have run — so each counts as a
+    failed, retryable attempt: the task runs at least once, its completion is recorded
+    once.
+    """
+    if state.is_terminal:
+        return []
+    lost = ErrorInfo(
+        type=EXECUTOR_LOST,
+        message="the executor running this attempt stopped before recording its outcome",
+        retryable=True,
+    )
+    return [
+        attempt_failed(state, spec, t.name, lost, now)
+        for t in state.tasks.values()
+        if t.status == "running"
+    ]
+
+
+def next_wakeup(state: RunState) -> datetime | None:
+    """The earliest time a timer of the run (retry, sleep) fires, if any."""
+    times = [t.retry_at for t in state.tasks.values() if t.status == "retrying" and t.retry_at]
+    times += [
+        t.not_before for t in state.tasks.values() if t.status == "scheduled" and t.not_before
+    ]
+    return min(times) if times else None
+
+
+def _sleep_until(spec: WorkflowSpec, name: str, now: datetime) -> datetime | None:
+    task = spec.task(name)
+    if task.kind != "sleep":
+        return None
+    if "until" in task.config:
+        until = datetime.fromisoformat(str(task.config["until"]))
+        return until if until.tzinfo else until.replace(tzinfo=now.tzinfo)
+    return now + timedelta(seconds=float(task.config["seconds"]))
+
+
+def _untaken_branches(state: RunState, spec: WorkflowSpec) -> dict[str, str]:
+    """Tasks routed away from by a finished switch: name -> why."""
+    untaken: dict[str, str] = {}
+    for t in spec.tasks:
+        if t.kind != "switch" or state.tasks[t.name].status != "succeeded":
+            continue
+        cases: dict[str, list[str]] = t.config["cases"]
+        default: list[str] = t.config.get("default") or []
+        output: Any = state.tasks[t.name].output
+        chosen_keys = [str(k) for k in (output if isinstance(output, list) else [output])]
+        chosen = {target for k in chosen_keys for target in cases.get(k, [])}
+        if not any(k in cases for k in chosen_keys):
+            chosen = set(default)
+        for branch in [*cases.values(), default]:
+            for target in branch:
+                if target not in chosen:
+                    untaken[target] = f"switch {t.name} chose {', '.join(chosen_keys)}"
+    return untaken
+
+
+def _why_skip(task: Any, status: dict[str, str]) -> str:
+    bad = [f"{u} {status[u]}" for u in task.upstream if status[u] != "succeeded"]
+    return f"upstream {', '.join(bad)}" if bad else "trigger rule not met"
+
+
+def _handled(state: RunState, name: str, status: dict[str, str]) -> bool:
+    # A failure is handled when a catch task (one_failed) downstream of it succeeded.
+    return any(
+        t.trigger_rule == "one_failed" and name in t.upstream and status[t.name] == "succeeded"
+        for t in state.tasks.values()
+    )

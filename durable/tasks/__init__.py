@@ -1,0 +1,146 @@
+"""Task runners: what runs one attempt of each kind of task.
+
+A runner returns the attempt's output (JSON-able) or raises. ``TaskError`` says whether
+a retry can help; any other exception is a retryable failure of the attempt, never a
+crash of the executor.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from durable.dag import TaskSpec
+from durable.errors import TaskError
+from durable.workflows.context import TaskContext, render_template
+
+__all__ = ["Resources", "call_python", "render", "run_task"]
+
+
+class Resources:
+    """What tasks share within an executor: HTTP session, SQL connection pools."""
+
+    def __init__(
+        self, durable_pool: asyncpg.Pool, *, environ: dict[str, str] | None = None
+    ) -> None:
+        self.durable_pool = durable_pool
+        self._environ = dict(os.environ if environ is None else environ)
+        self._pools: dict[str, asyncpg.Pool] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    async def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def sql_pool(self, name: str) -> asyncpg.Pool:
+        """``durable`` is durable's own database; any other name is the URL in
+        ``DURABLE_SQL_<NAME>`` (upper case)."""
+        if name == "durable":
+            return self.durable_pool
+        pool = self._pools.get(name)
+        if pool is None:
+            url = self._environ.get(f"DURABLE_SQL_{name.upper()}")
+            if not url:
+                raise TaskError(
+                    f"no SQL connection named {name!r}: set DURABLE_SQL_{name.upper()} to its URL",
+                    retryable=False,
+                    type="ConfigurationError",
+                )
+            pool = await asyncpg.create_pool(url, min_size=0, max_size=4, timeout=10)
+            self._pools[name] = pool
+        return pool
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        for pool in self._pools.values():
+            await pool.close()
+
+
+def render(value: Any, ctx: TaskContext) -> Any:
+    """Templates (``${params.date}``) in strings, lists and dicts of a task's config."""
+    if isinstance(value, str):
+        try:
+            return render_template(value, ctx.template_values())
+        except KeyError as exc:
+            raise TaskError(
+                f"template {exc.args[0]} names nothing (params: {', '.join(ctx.params) or '-'})",
+                retryable=False,
+                type="TemplateError",
+            ) from None
+    if isinstance(value, list):
+        return [render(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v, ctx) for k, v in value.items()}
+    return value
+
+
+async def call_python(fn: Callable[..., Any], ctx: TaskContext) -> Any:
+    """Call a task function: ``ctx`` and upstream outputs are passed by parameter name;
+    a sync function runs in a thread, off the event loop."""
+    kwargs: dict[str, Any] = {}
+    params = inspect.signature(fn).parameters
+    for name, p in params.items():
+        if name in ("ctx", "context"):
+            kwargs[name] = ctx
+        elif name in ctx.upstream:
+            kwargs[name] = ctx.upstream[name]
+        elif name in ctx.params:
+            kwargs[name] = ctx.params[name]
+        elif p.default is inspect.Parameter.empty and p.kind not in (
+            inspect.Parameter.VAR_KEYWORD,
+            inspect.Parameter.VAR_POSITIONAL,
+        ):
+            raise TaskError(
+                f"{fn.__qualname__}() needs {name!r}, which is neither ctx, an upstream task, "
+                "nor a param",
+                retryable=False,
+                type="SignatureError",
+            )
+    if inspect.iscoroutinefunction(fn):
+        return await fn(**kwargs)
+    import asyncio
+
+    return await asyncio.to_thread(fn, **kwargs)
+
+
+async def run_task(
+    spec: TaskSpec,
+    ctx: TaskContext,
+    *,
+    resources: Resources,
+    callable_for: Callable[[str], Callable[..., Any]],
+    not_before: datetime | None = None,
+) -> Any:
+    """Run one attempt of ``spec``; returns its output."""
+    from durable.tasks import http, shell, sql
+
+    match spec.kind:
+        case "python":
+            return await call_python(callable_for(spec.name), ctx)
+        case "shell":
+            return await shell.run(spec, ctx)
+        case "http":
+            return await http.run(spec, ctx, await resources.http())
+        case "sql":
+            return await sql.run(spec, ctx, resources)
+        case "switch":
+            if spec.config.get("callable"):
+                return await call_python(callable_for(spec.name), ctx)
+            value = ctx.upstream.get(spec.config.get("on", ""))
+            key = spec.config.get("key")
+            if key is not None:
+                value = value.get(key) if isinstance(value, dict) else None
+            return value if isinstance(value, list) else str(value)
+        case "sleep":
+            return {"slept_until": not_before.isoformat() if not_before else None}
+        case "noop":
+            return None
+    raise TaskError(f"unknown task type {spec.kind!r}", retryable=False)  # pragma: no cover

@@ -1,0 +1,57 @@
+"""HTTP tasks (aiohttp): 5xx and connection errors retry; other unexpected statuses don't."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from durable.dag import TaskSpec
+from durable.errors import TaskError
+from durable.workflows.context import TaskContext
+
+__all__ = ["run"]
+
+_MAX_BODY = 1_000_000
+
+
+async def run(spec: TaskSpec, ctx: TaskContext, session: aiohttp.ClientSession) -> Any:
+    from durable.tasks import render
+
+    cfg = render(spec.config, ctx)
+    expect = cfg.get("expect") or list(range(200, 300))
+    headers = {"Idempotency-Key": ctx.idempotency_key, **(cfg.get("headers") or {})}
+    timeout = aiohttp.ClientTimeout(total=spec.timeout or 30)
+    try:
+        async with session.request(
+            cfg.get("method", "GET"),
+            cfg["url"],
+            headers=headers,
+            json=cfg.get("json"),
+            data=cfg.get("body"),
+            timeout=timeout,
+        ) as response:
+            raw = await response.content.read(_MAX_BODY)
+            status = response.status
+            is_json = response.content_type == "application/json"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TaskError(
+            f"{cfg['url']}: {type(exc).__name__}: {exc}", type="HTTPConnectionError"
+        ) from None
+    text = raw.decode(errors="replace")
+    ctx.log.info("%s %s -> %s", cfg.get("method", "GET"), cfg["url"], status)
+    if status not in expect:
+        raise TaskError(
+            f"{cfg['url']} answered {status}: {text[:200]}",
+            retryable=status >= 500 or status == 429,
+            type="HTTPStatusError",
+        )
+    body: Any = text
+    if is_json:
+        import msgspec
+
+        try:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            body = text
+    return {"status": status, "body": body}

@@ -1,0 +1,92 @@
+"""Shell tasks: a subprocess in its own process group, killed with it on timeout/cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+from typing import Any
+
+from durable.dag import TaskSpec
+from durable.errors import TaskError
+from durable.workflows.context import TaskContext
+
+__all__ = ["run"]
+
+_TAIL = 20
+
+
+async def run(spec: TaskSpec, ctx: TaskContext) -> Any:
+    from durable.tasks import render
+
+    command = render(spec.config["command"], ctx)
+    env = {
+        **os.environ,
+        **render(spec.config.get("env") or {}, ctx),
+        "DURABLE_RUN_ID": ctx.run_id,
+        "DURABLE_TASK": ctx.task,
+        "DURABLE_ATTEMPT": str(ctx.attempt),
+        "DURABLE_IDEMPOTENCY_KEY": ctx.idempotency_key,
+        "DURABLE_LOGICAL_DATE": ctx.logical_date or "",
+    }
+    limit_mb = spec.config.get("max_memory_mb")
+
+    def limits() -> None:  # runs in the child, before exec
+        if limit_mb:
+            size = int(limit_mb) * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        cwd=spec.config.get("cwd") or None,
+        env=env,
+        start_new_session=True,  # its own process group: killed together
+        preexec_fn=limits if limit_mb else None,
+    )
+    stdout_tail: list[str] = []
+    stderr_tail: list[str] = []
+
+    async def pump(stream: asyncio.StreamReader | None, name: str, tail: list[str]) -> None:
+        if stream is None:
+            return
+        async for raw in stream:
+            line = raw.decode(errors="replace").rstrip("\n")
+            ctx.log.write(name, line)
+            tail.append(line)
+            del tail[:-_TAIL]
+
+    try:
+        await asyncio.gather(
+            pump(proc.stdout, "stdout", stdout_tail), pump(proc.stderr, "stderr", stderr_tail)
+        )
+        code = await proc.wait()
+    except BaseException:
+        # Timeout or cancel: the whole process group goes, not just the shell.
+        await _kill_group(proc)
+        raise
+    if code != 0:
+        detail = f": {stderr_tail[-1]}" if stderr_tail else ""
+        killed = f" (killed by signal {-code})" if code < 0 else ""
+        raise TaskError(f"command exited with {code}{killed}{detail}", type="ShellError")
+    return {"exit_code": code, "stdout": stdout_tail[-_TAIL:]}
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
+    except (TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 5)

@@ -1,0 +1,140 @@
+"""Finding workflows: Python files and YAML files under a path, into a registry."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from durable.dag import DefinitionError, WorkflowSpec
+from durable.workflows.python import Workflow
+from durable.workflows.yaml import load_yaml_spec
+
+__all__ = ["LoadedWorkflow", "WorkflowRegistry", "load_workflows"]
+
+
+class LoadedWorkflow:
+    """A workflow's definition and the code that runs its Python tasks."""
+
+    def __init__(self, spec: WorkflowSpec, callables: dict[str, Callable[..., Any]]) -> None:
+        self.spec = spec
+        self.callables = callables
+
+    def callable_for(self, task: str) -> Callable[..., Any]:
+        fn = self.callables.get(task)
+        if fn is not None:
+            return fn
+        ref = str(self.spec.task(task).config.get("callable") or "")
+        fn = resolve_callable(ref, where=f"{self.spec.source or self.spec.name}: task {task!r}")
+        self.callables[task] = fn
+        return fn
+
+
+class WorkflowRegistry:
+    """Workflows by name, and every loaded version by (name, version)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, LoadedWorkflow] = {}
+        self._by_version: dict[tuple[str, str], LoadedWorkflow] = {}
+
+    def add(self, loaded: LoadedWorkflow) -> None:
+        spec = loaded.spec
+        existing = self._by_name.get(spec.name)
+        if existing is not None and existing.spec.version != spec.version:
+            raise DefinitionError(
+                spec.source or spec.name,
+                f"workflow {spec.name!r} is also defined in {existing.spec.source or '?'}",
+                hint="workflow names must be unique",
+            )
+        self._by_name[spec.name] = loaded
+        self._by_version[(spec.name, spec.version)] = loaded
+
+    def get(self, name: str) -> LoadedWorkflow:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name)) or "(none loaded)"
+            raise DefinitionError(
+                f"workflow {name!r}", "is not defined", hint=f"known workflows: {known}"
+            ) from None
+
+    def version(self, name: str, version: str) -> LoadedWorkflow | None:
+        return self._by_version.get((name, version))
+
+    def versions(self) -> list[tuple[str, str]]:
+        return sorted(self._by_version)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+def load_workflows(*paths: Path) -> WorkflowRegistry:
+    """Load every workflow in ``paths`` (files, or folders of .py/.yaml/.yml files)."""
+    registry = WorkflowRegistry()
+    for path in paths:
+        if not path.exists():
+            raise DefinitionError(str(path), "no such file or folder")
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        for file in files:
+            if file.suffix == ".py" and not file.name.startswith("_"):
+                for loaded in _load_python(file):
+                    registry.add(loaded)
+            elif file.suffix in (".yaml", ".yml"):
+                spec = load_yaml_spec(file)
+                registry.add(LoadedWorkflow(spec, {}))
+    return registry
+
+
+def _load_python(file: Path) -> list[LoadedWorkflow]:
+    folder = str(file.parent.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so the file's own imports, and YAML refs, resolve
+    module_name = file.stem
+    try:
+        if module_name in sys.modules and getattr(
+            sys.modules[module_name], "__file__", None
+        ) == str(file.resolve()):
+            module = sys.modules[module_name]
+        else:
+            spec = importlib.util.spec_from_file_location(module_name, file)
+            if spec is None or spec.loader is None:
+                raise DefinitionError(str(file), "cannot be imported")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+    except DefinitionError:
+        raise
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        line = next((f.lineno for f in reversed(frames) if f.filename == str(file)), None)
+        where = f"{file}:{line}" if line else str(file)
+        raise DefinitionError(where, f"{type(exc).__name__}: {exc}") from None
+    found = []
+    for value in vars(module).values():
+        if isinstance(value, Workflow):
+            value.source = str(file)
+            found.append(LoadedWorkflow(value.spec(), dict(value.callables)))
+    return found
+
+
+def resolve_callable(ref: str, *, where: str) -> Callable[..., Any]:
+    """Import ``module:function`` (``module.attr:Class.method`` works too)."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise DefinitionError(where, f"callable {ref!r} must look like module:function")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise DefinitionError(where, f"cannot import {ref!r}: {exc}") from None
+    if not callable(obj):
+        raise DefinitionError(where, f"{ref!r} is not callable")
+    return obj  # type: ignore[no-any-return]

@@ -1,0 +1,291 @@
+"""The Python API: declare a workflow and its tasks with decorators.
+
+from durable import Workflow, Param
+
+wf = Workflow("daily_sales", params={"date": Param("date", required=True)})
+
+@wf.task(retries=3, timeout=60)
+async def fetch(ctx):
+    return {"rows": 100}
+
+@wf.task(after=[fetch])
+def transform(ctx, fetch):          # upstream outputs arrive by parameter name
+    return {"rows": fetch["rows"]}
+
+fetch >> transform                  # the same dependency, written as a chain
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias
+
+from durable.dag import DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
+from durable.events import TriggerRule
+from durable.retry import RetryPolicy
+
+__all__ = ["Param", "TaskRef", "Workflow"]
+
+
+def Param(
+    type: str = "str", *, default: Any = None, required: bool = False, description: str = ""
+) -> ParamSpec:
+    """A workflow parameter: ``Param("date", required=True)``, ``Param("int", default=7)``."""
+    return ParamSpec(type=type, default=default, required=required, description=description)  # type: ignore[arg-type]
+
+
+class TaskRef:
+    """A declared task; ``a >> b`` makes ``b`` run after ``a``."""
+
+    def __init__(self, workflow: Workflow, name: str) -> None:
+        self.workflow = workflow
+        self.name = name
+
+    def __rshift__(self, other: TaskRef | list[TaskRef]) -> TaskRef | list[TaskRef]:
+        for target in other if isinstance(other, list) else [other]:
+            self.workflow._add_upstream(target.name, self.name)
+        return other
+
+    def __rrshift__(self, other: list[TaskRef]) -> TaskRef:
+        for source in other:
+            self.workflow._add_upstream(self.name, source.name)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<task {self.workflow.name}.{self.name}>"
+
+
+Upstream: TypeAlias = "Iterable[TaskRef | str] | TaskRef | str | None"
+
+
+class Workflow:
+    """A workflow under construction; :meth:`spec` gives the validated definition."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        params: dict[str, ParamSpec] | None = None,
+        max_active_runs: int | None = None,
+        max_duration: float | None = None,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.params = dict(params or {})
+        self.max_active_runs = max_active_runs
+        self.max_duration = max_duration
+        self.description = description
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self.callables: dict[str, Callable[..., Any]] = {}
+        self.source = ""
+
+    # -- task declarations ---------------------------------------------------------------
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        after: Upstream = None,
+        retries: int = 2,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        trigger_rule: TriggerRule = "all_success",
+    ) -> Any:
+        """Declare a Python task (sync or async). Use bare or with options."""
+
+        def register(f: Callable[..., Any]) -> TaskRef:
+            task_name = name or f.__name__
+            self.callables[task_name] = f
+            ref = f"{f.__module__}:{f.__qualname__}"
+            return self._declare(
+                task_name,
+                "python",
+                {"callable": ref},
+                after,
+                retries,
+                retry,
+                timeout,
+                trigger_rule,
+                description=inspect.getdoc(f) or "",
+            )
+
+        return register(fn) if fn is not None else register
+
+    def switch(
+        self,
+        *,
+        cases: dict[str, list[TaskRef | str]],
+        default: list[TaskRef | str] | None = None,
+        after: Upstream = None,
+        name: str | None = None,
+    ) -> Callable[[Callable[..., Any]], TaskRef]:
+        """A switch: the function returns a case key (or a list of keys); tasks in the
+        other branches are skipped, and the skips propagate."""
+
+        def register(f: Callable[..., Any]) -> TaskRef:
+            task_name = name or f.__name__
+            self.callables[task_name] = f
+            config = {
+                "callable": f"{f.__module__}:{f.__qualname__}",
+                "cases": {str(k): [_name(t) for t in v] for k, v in cases.items()},
+                "default": [_name(t) for t in default or []],
+            }
+            ref = self._declare(task_name, "switch", config, after, 1, None, None, "all_success")
+            for targets in [*cases.values(), default or []]:
+                for target in targets:
+                    self._add_upstream(_name(target), task_name)
+            return ref
+
+        return register
+
+    def shell(
+        self,
+        name: str,
+        command: str,
+        *,
+        after: Upstream = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        max_memory_mb: int | None = None,
+        retries: int = 2,
+        timeout: float | None = None,
+        trigger_rule: TriggerRule = "all_success",
+    ) -> TaskRef:
+        """A shell command; stdout/stderr go to the task log; non-zero exit fails."""
+        config: dict[str, Any] = {"command": command}
+        if env:
+            config["env"] = env
+        if cwd:
+            config["cwd"] = cwd
+        if max_memory_mb:
+            config["max_memory_mb"] = max_memory_mb
+        return self._declare(name, "shell", config, after, retries, None, timeout, trigger_rule)
+
+    def http(
+        self,
+        name: str,
+        url: str,
+        *,
+        method: str = "GET",
+        after: Upstream = None,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        body: str | None = None,
+        expect: list[int] | None = None,
+        retries: int = 2,
+        timeout: float | None = 30.0,
+        trigger_rule: TriggerRule = "all_success",
+    ) -> TaskRef:
+        """An HTTP call; 5xx and connection errors are retried, 4xx are not."""
+        config: dict[str, Any] = {"url": url, "method": method}
+        for key, value in (
+            ("headers", headers),
+            ("json", json),
+            ("body", body),
+            ("expect", expect),
+        ):
+            if value is not None:
+                config[key] = value
+        return self._declare(name, "http", config, after, retries, None, timeout, trigger_rule)
+
+    def sql(
+        self,
+        name: str,
+        query: str,
+        *,
+        after: Upstream = None,
+        connection: str = "durable",
+        args: list[Any] | None = None,
+        transactional: bool = False,
+        retries: int = 2,
+        timeout: float | None = None,
+        trigger_rule: TriggerRule = "all_success",
+    ) -> TaskRef:
+        """SQL on a named connection. ``transactional=True`` (durable's own database only):
+        the statement and the task's completion commit together — exactly-once effects."""
+        config: dict[str, Any] = {"query": query, "connection": connection}
+        if args:
+            config["args"] = args
+        if transactional:
+            config["transactional"] = True
+        return self._declare(name, "sql", config, after, retries, None, timeout, trigger_rule)
+
+    def sleep(
+        self,
+        name: str,
+        *,
+        seconds: float | None = None,
+        until: str | None = None,
+        after: Upstream = None,
+    ) -> TaskRef:
+        """A durable sleep: the wake-up time is recorded, so a restart keeps it."""
+        config: dict[str, Any] = {"seconds": seconds} if seconds is not None else {"until": until}
+        return self._declare(name, "sleep", config, after, 1, None, None, "all_success")
+
+    # -- building --------------------------------------------------------------------------
+
+    def _declare(
+        self,
+        name: str,
+        kind: str,
+        config: dict[str, Any],
+        after: Upstream,
+        retries: int,
+        retry: RetryPolicy | None,
+        timeout: float | None,
+        trigger_rule: TriggerRule,
+        description: str = "",
+    ) -> TaskRef:
+        if name in self._tasks:
+            raise DefinitionError(f"workflow {self.name!r}", f"task {name!r} is declared twice")
+        if retries < 0:
+            raise DefinitionError(f"workflow {self.name!r}", f"task {name!r}: retries must be >= 0")
+        upstream = [_name(a) for a in _as_list(after)]
+        self._tasks[name] = {
+            "name": name,
+            "kind": kind,
+            "upstream": upstream,
+            "config": config,
+            "retry": retry or RetryPolicy(max_attempts=retries + 1),
+            "timeout": timeout,
+            "trigger_rule": trigger_rule,
+            "description": description,
+        }
+        return TaskRef(self, name)
+
+    def _add_upstream(self, task: str, upstream: str) -> None:
+        if task not in self._tasks:
+            raise DefinitionError(f"workflow {self.name!r}", f"unknown task {task!r}")
+        if upstream not in self._tasks[task]["upstream"]:
+            self._tasks[task]["upstream"].append(upstream)
+
+    def spec(self) -> WorkflowSpec:
+        """The validated definition (raises :class:`DefinitionError`)."""
+        tasks = tuple(
+            TaskSpec(**{**t, "upstream": tuple(t["upstream"])}) for t in self._tasks.values()
+        )
+        return validate(
+            WorkflowSpec(
+                name=self.name,
+                tasks=tasks,
+                params=self.params,
+                max_active_runs=self.max_active_runs,
+                max_duration=self.max_duration,
+                description=self.description,
+                source=self.source,
+            )
+        )
+
+
+def _name(ref: TaskRef | str) -> str:
+    return ref.name if isinstance(ref, TaskRef) else ref
+
+
+def _as_list(after: Upstream) -> list[TaskRef | str]:
+    if after is None:
+        return []
+    if isinstance(after, TaskRef | str):
+        return [after]
+    return list(after)

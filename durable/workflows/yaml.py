@@ -1,0 +1,245 @@
+"""YAML workflow definitions: the same model, for pipelines of ready-made task types.
+
+    workflow: daily_sales
+    params:
+      date: {type: date, required: true}
+    tasks:
+      fetch:
+        python: daily_sales:fetch          # module:function, importable from the file's folder
+        retries: 3
+      export:
+        shell: "echo ${params.date}"
+        after: [fetch]
+
+Every error names the file, the line, the task and the option, and what would be valid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from durable.dag import TASK_KINDS, DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
+from durable.retry import RetryPolicy
+
+__all__ = ["load_yaml_spec", "spec_to_yaml"]
+
+_COMMON = {"after", "retries", "retry", "timeout", "trigger_rule", "description", "name"}
+_OPTIONS: dict[str, set[str]] = {
+    "python": set(),
+    "shell": {"env", "cwd", "max_memory_mb"},
+    "http": {"method", "headers", "json", "body", "expect"},
+    "sql": {"connection", "args", "transactional"},
+    "switch": {"cases", "default", "on", "key"},
+    "sleep": {"seconds", "until"},
+    "noop": set(),
+}
+_MAIN_KEY = {"python": "callable", "shell": "command", "http": "url", "sql": "query"}
+_TOP = {"workflow", "description", "params", "max_active_runs", "max_duration", "tasks"}
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Keeps each mapping's line number under the key ``__line__``."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping: dict[str, Any] = {
+        str(k): v for k, v in loader.construct_mapping(node, deep=True).items()
+    }
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml_spec(path: Path) -> WorkflowSpec:
+    """Read and validate one YAML workflow file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DefinitionError(str(path), f"cannot read: {exc.strerror}") from None
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DefinitionError(where, f"invalid YAML: {problem}") from None
+    if not isinstance(doc, dict):
+        raise DefinitionError(str(path), "expected a mapping with 'workflow:' and 'tasks:'")
+    at = _at(path, doc)
+    unknown = sorted(set(doc) - _TOP - {"__line__"})
+    if unknown:
+        raise DefinitionError(
+            at, f"unknown key {unknown[0]!r}", hint=f"known keys: {', '.join(sorted(_TOP))}"
+        )
+    name = doc.get("workflow")
+    if not isinstance(name, str):
+        raise DefinitionError(at, "'workflow:' must give the workflow's name")
+    tasks_doc = doc.get("tasks")
+    if isinstance(tasks_doc, dict):
+        items = [(k, v) for k, v in tasks_doc.items() if k != "__line__"]
+    elif isinstance(tasks_doc, list):
+        items = [(t.get("name") if isinstance(t, dict) else None, t) for t in tasks_doc]
+    else:
+        raise DefinitionError(at, "'tasks:' must be a mapping of task name to task")
+    tasks = [_task(path, task_name, body) for task_name, body in items]
+    params = {
+        k: _param(path, k, v, doc["params"])
+        for k, v in (doc.get("params") or {}).items()
+        if k != "__line__"
+    }
+    try:
+        spec = WorkflowSpec(
+            name=name,
+            tasks=tuple(tasks),
+            params=params,
+            max_active_runs=doc.get("max_active_runs"),
+            max_duration=doc.get("max_duration"),
+            description=doc.get("description") or "",
+            source=str(path),
+        )
+    except TypeError as exc:
+        raise DefinitionError(at, str(exc)) from None
+    return validate(spec)
+
+
+def _at(path: Path, node: Any) -> str:
+    line = node.get("__line__") if isinstance(node, dict) else None
+    return f"{path}:{line}" if line else str(path)
+
+
+def _task(path: Path, name: Any, body: Any) -> TaskSpec:
+    if not isinstance(body, dict):
+        raise DefinitionError(str(path), f"task {name!r} must be a mapping")
+    at = _at(path, body)
+    if not isinstance(name, str):
+        raise DefinitionError(at, "every task needs a name")
+    kinds = [k for k in TASK_KINDS if k in body]
+    if len(kinds) != 1:
+        found = ", ".join(kinds) if kinds else "none"
+        raise DefinitionError(
+            at,
+            f"task {name!r} must have exactly one type key (found {found})",
+            hint=f"task types: {', '.join(TASK_KINDS)}",
+        )
+    kind = kinds[0]
+    allowed = _COMMON | _OPTIONS[kind] | {kind, "__line__"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise DefinitionError(
+            at,
+            f"task {name!r}: unknown option {unknown[0]!r} for a {kind} task",
+            hint=f"options: {', '.join(sorted(allowed - {'__line__', kind}))}",
+        )
+    config: dict[str, Any] = {k: _plain(v) for k, v in body.items() if k in _OPTIONS[kind]}
+    main = body[kind]
+    if kind in _MAIN_KEY:
+        config[_MAIN_KEY[kind]] = main
+    elif kind == "switch" and isinstance(main, dict):
+        config.update(_plain(main))
+    elif kind == "switch" and isinstance(main, str):
+        config["callable"] = main
+    elif kind == "sleep" and isinstance(main, int | float):
+        config["seconds"] = main
+    if kind == "switch" and "on" in config:
+        config.setdefault("callable", "")
+    after = body.get("after") or []
+    after = [after] if isinstance(after, str) else after
+    if kind == "switch":
+        targets = [t for branch in (config.get("cases") or {}).values() for t in branch]
+        targets += config.get("default") or []
+        config.setdefault("default", [])
+    retry = body.get("retry")
+    retries = body.get("retries", 2)
+    if not isinstance(retries, int) or retries < 0:
+        raise DefinitionError(
+            at, f"task {name!r}: retries must be a whole number >= 0, not {retries!r}"
+        )
+    try:
+        policy = (
+            RetryPolicy(**{k: v for k, v in retry.items() if k != "__line__"})
+            if isinstance(retry, dict)
+            else RetryPolicy(max_attempts=retries + 1)
+        )
+        return TaskSpec(
+            name=name,
+            kind=kind,  # type: ignore[arg-type]
+            upstream=tuple(str(a) for a in after),
+            config=config,
+            retry=policy,
+            timeout=body.get("timeout"),
+            trigger_rule=body.get("trigger_rule", "all_success"),
+            description=body.get("description") or "",
+        )
+    except TypeError as exc:
+        raise DefinitionError(at, f"task {name!r}: {exc}") from None
+
+
+def _param(path: Path, name: str, body: Any, parent: Any) -> ParamSpec:
+    if isinstance(body, str):
+        body = {"type": body}
+    if not isinstance(body, dict):
+        raise DefinitionError(_at(path, parent), f"param {name!r} must be a type or a mapping")
+    fields = {k: v for k, v in body.items() if k != "__line__"}
+    try:
+        import msgspec
+
+        return msgspec.convert(fields, ParamSpec)
+    except Exception as exc:
+        raise DefinitionError(_at(path, body), f"param {name!r}: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k != "__line__"}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def spec_to_yaml(spec: WorkflowSpec) -> str:
+    """The definition as YAML (``durable show``): the same shape the YAML loader reads."""
+    doc: dict[str, Any] = {"workflow": spec.name}
+    if spec.description:
+        doc["description"] = spec.description
+    doc["version"] = spec.version
+    if spec.params:
+        doc["params"] = {k: _without_defaults(v) for k, v in spec.params.items()}
+    for key in ("max_active_runs", "max_duration"):
+        if getattr(spec, key) is not None:
+            doc[key] = getattr(spec, key)
+    tasks: dict[str, Any] = {}
+    for t in spec.tasks:
+        body: dict[str, Any] = {}
+        config = dict(t.config)
+        main_key = _MAIN_KEY.get(t.kind)
+        if main_key:
+            body[t.kind] = config.pop(main_key)
+        elif t.kind == "switch":
+            body["switch"] = {
+                k: config.pop(k) for k in ("callable", "cases", "default") if k in config
+            }
+        else:
+            body[t.kind] = config.pop("seconds", None) if t.kind == "sleep" else None
+        body.update(config)
+        if t.upstream:
+            body["after"] = list(t.upstream)
+        if t.retry != RetryPolicy():
+            body["retry"] = _without_defaults(t.retry)
+        if t.timeout is not None:
+            body["timeout"] = t.timeout
+        if t.trigger_rule != "all_success":
+            body["trigger_rule"] = t.trigger_rule
+        tasks[t.name] = body
+    doc["tasks"] = tasks
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
+
+
+def _without_defaults(value: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(value)

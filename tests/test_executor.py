@@ -1,0 +1,123 @@
+"""The executor on real PostgreSQL: tasks run, outputs flow, failures retry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from durable import Param, TaskContext, Workflow
+from durable.errors import TaskError
+from durable.events import TaskRetryScheduled, TaskStarted, run_stream
+from durable.retry import RetryPolicy
+from durable.store import PostgresEventStore
+from tests.executing import run_to_end
+
+
+async def test_a_dag_runs_with_outputs_passed_downstream(pg_store: PostgresEventStore) -> None:
+    wf = Workflow("diamond", params={"n": Param("int", default=3)})
+    calls: list[str] = []
+
+    @wf.task
+    async def source(ctx: TaskContext) -> dict[str, Any]:
+        calls.append("source")
+        return {"n": ctx.params["n"]}
+
+    @wf.task(after=[source])
+    def double(source: dict[str, Any]) -> int:  # sync: runs in a thread
+        calls.append("double")
+        return int(source["n"]) * 2
+
+    @wf.task(after=[source])
+    async def square(source: dict[str, Any]) -> int:
+        calls.append("square")
+        return int(source["n"]) ** 2
+
+    @wf.task(after=[double, square])
+    async def total(double: int, square: int) -> int:
+        calls.append("total")
+        return double + square
+
+    state = await run_to_end(pg_store, wf, {"n": 4})
+    assert state.status == "succeeded"
+    assert state.tasks["total"].output == 8 + 16
+    assert sorted(calls) == ["double", "source", "square", "total"]
+    assert all(t.executions == 1 for t in state.tasks.values())
+    assert state.params == {"n": 4}
+
+
+async def test_retries_with_backoff_then_success(pg_store: PostgresEventStore) -> None:
+    wf = Workflow("flaky")
+    attempts: list[int] = []
+
+    @wf.task(retry=RetryPolicy(max_attempts=4, initial_delay=0.1, backoff=3.0, jitter=0.2))
+    async def flaky(ctx: TaskContext) -> str:
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise ConnectionError(f"try {ctx.attempt}")
+        return "ok"
+
+    state = await run_to_end(pg_store, wf)
+    assert state.status == "succeeded"
+    assert state.tasks["flaky"].output == "ok"
+    assert attempts == [1, 2, 3]
+    records = await pg_store.read_stream(run_stream(state.run_id))
+    retries = [r for r in records if isinstance(r.event, TaskRetryScheduled)]
+    assert [r.event.attempt for r in retries] == [1, 2]  # type: ignore[attr-defined]
+    assert retries[0].event.error.type == "ConnectionError"  # type: ignore[attr-defined]
+    assert retries[0].event.error.message == "try 1"  # type: ignore[attr-defined]
+    # exponential backoff with jitter: 0.1 s then 0.3 s, each plus at most 20 %
+    delays = [(r.event.retry_at - r.recorded_at).total_seconds() for r in retries]  # type: ignore[attr-defined]
+    assert 0.1 <= delays[0] <= 0.12 + 0.01
+    assert 0.3 <= delays[1] <= 0.36 + 0.01
+    # and the next attempt did not start before its time
+    starts = [r for r in records if isinstance(r.event, TaskStarted)]
+    for retry, start in zip(retries, starts[1:], strict=True):
+        assert start.recorded_at >= retry.event.retry_at  # type: ignore[attr-defined]
+
+
+async def test_non_retryable_errors_fail_at_once(pg_store: PostgresEventStore) -> None:
+    wf = Workflow("strict")
+    attempts: list[int] = []
+
+    @wf.task(retries=5)
+    async def validate(ctx: TaskContext) -> None:
+        attempts.append(ctx.attempt)
+        raise TaskError("column 'currency' missing", retryable=False)
+
+    @wf.task(after=[validate])
+    async def after_validate() -> None:
+        raise AssertionError("must not run")
+
+    state = await run_to_end(pg_store, wf)
+    assert state.status == "failed"
+    assert attempts == [1]
+    assert state.tasks["validate"].error is not None
+    assert state.tasks["validate"].error.retryable is False
+    assert state.tasks["after_validate"].status == "skipped"
+    assert state.reason == "task validate failed"
+
+
+async def test_a_task_timeout_is_a_failed_attempt(pg_store: PostgresEventStore) -> None:
+    wf = Workflow("slow")
+
+    @wf.task(retries=0, timeout=0.2)
+    async def sleepy() -> None:
+        await asyncio.sleep(30)
+
+    state = await run_to_end(pg_store, wf)
+    assert state.status == "failed"
+    assert state.tasks["sleepy"].error is not None
+    assert state.tasks["sleepy"].error.type == "TaskTimeout"
+
+
+async def test_durable_sleep_waits_for_its_recorded_time(pg_store: PostgresEventStore) -> None:
+    wf = Workflow("nap")
+    first = wf.task(name="first")(lambda: 1)
+    nap = wf.sleep("nap", seconds=0.5, after=[first])
+    wf.task(name="last", after=[nap])(lambda: 2)
+    state = await run_to_end(pg_store, wf)
+    assert state.status == "succeeded"
+    waited = state.tasks["last"].started_at - state.tasks["first"].finished_at  # type: ignore[operator]
+    assert waited.total_seconds() >= 0.5
+    assert state.tasks["nap"].not_before is not None
+
