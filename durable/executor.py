@@ -155,7 +155,7 @@ class Executor:
         self.max_runs = max_runs
         self.poll_interval = poll_interval
         self.clock = clock
-        self.resources = Resources(store.pool)
+        self.resources = Resources(store.pool, threads=max_tasks)
         self.drivers: dict[str, RunDriver] = {}
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None

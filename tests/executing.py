@@ -39,7 +39,10 @@ async def running_executor(
 
 
 async def wait_for_run(
-    store: PostgresEventStore, run_id: str, *, statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    store: PostgresEventStore,
+    run_id: str,
+    *,
+    statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
     timeout: float = 30,
 ) -> RunState:
     loop = asyncio.get_running_loop()

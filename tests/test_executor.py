@@ -120,4 +120,3 @@ async def test_durable_sleep_waits_for_its_recorded_time(pg_store: PostgresEvent
     waited = state.tasks["last"].started_at - state.tasks["first"].finished_at  # type: ignore[operator]
     assert waited.total_seconds() >= 0.5
     assert state.tasks["nap"].not_before is not None
-

@@ -29,6 +29,7 @@ T = TypeVar("T")
 class Context:
     def __init__(self, database_url: str | None) -> None:
         self.database_url = database_url
+        self.description = ""
 
     def run(self, work: Callable[[EventStore], Awaitable[T]]) -> T:
         """Open the store, run ``work`` with it, close it."""
@@ -40,6 +41,7 @@ class Context:
             if self.database_url:
                 env["DURABLE_DATABASE_URL"] = self.database_url
             database = resolve_database(env)
+            self.description = database.description
             store = await connect(database.url, min_size=1, max_size=4)
             try:
                 return await work(store)
@@ -95,3 +97,5 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 from durable.cli import inspect as _inspect  # noqa: E402,F401  (registers the commands)
+from durable.cli import service as _service  # noqa: E402,F401
+from durable.cli import workflows as _workflows  # noqa: E402,F401

@@ -7,6 +7,10 @@ crash of the executor.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -27,9 +31,18 @@ class Resources:
     """What tasks share within an executor: HTTP session, SQL connection pools."""
 
     def __init__(
-        self, durable_pool: asyncpg.Pool, *, environ: dict[str, str] | None = None
+        self,
+        durable_pool: asyncpg.Pool,
+        *,
+        threads: int = 64,
+        environ: dict[str, str] | None = None,
     ) -> None:
         self.durable_pool = durable_pool
+        # Sync task functions run here: as many threads as the executor runs tasks (the
+        # default pool has cores + 4, which would queue sync tasks far below the limit).
+        self.threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="durable-task"
+        )
         self._environ = dict(os.environ if environ is None else environ)
         self._pools: dict[str, asyncpg.Pool] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -58,6 +71,7 @@ class Resources:
         return pool
 
     async def close(self) -> None:
+        self.threads.shutdown(wait=False, cancel_futures=True)
         if self._http is not None:
             await self._http.close()
         for pool in self._pools.values():
@@ -82,7 +96,11 @@ def render(value: Any, ctx: TaskContext) -> Any:
     return value
 
 
-async def call_python(fn: Callable[..., Any], ctx: TaskContext) -> Any:
+async def call_python(
+    fn: Callable[..., Any],
+    ctx: TaskContext,
+    threads: concurrent.futures.ThreadPoolExecutor | None = None,
+) -> Any:
     """Call a task function: ``ctx`` and upstream outputs are passed by parameter name;
     a sync function runs in a thread, off the event loop."""
     kwargs: dict[str, Any] = {}
@@ -106,9 +124,9 @@ async def call_python(fn: Callable[..., Any], ctx: TaskContext) -> Any:
             )
     if inspect.iscoroutinefunction(fn):
         return await fn(**kwargs)
-    import asyncio
-
-    return await asyncio.to_thread(fn, **kwargs)
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, **kwargs)
+    return await loop.run_in_executor(threads, call)
 
 
 async def run_task(
@@ -124,7 +142,7 @@ async def run_task(
 
     match spec.kind:
         case "python":
-            return await call_python(callable_for(spec.name), ctx)
+            return await call_python(callable_for(spec.name), ctx, resources.threads)
         case "shell":
             return await shell.run(spec, ctx)
         case "http":
@@ -133,7 +151,7 @@ async def run_task(
             return await sql.run(spec, ctx, resources)
         case "switch":
             if spec.config.get("callable"):
-                return await call_python(callable_for(spec.name), ctx)
+                return await call_python(callable_for(spec.name), ctx, resources.threads)
             value = ctx.upstream.get(spec.config.get("on", ""))
             key = spec.config.get("key")
             if key is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import uuid
 from typing import Any
 
 import asyncpg
@@ -29,7 +32,14 @@ async def execute(conn: asyncpg.Connection, spec: TaskSpec, ctx: TaskContext) ->
     args = render(spec.config.get("args") or [], ctx)
     try:
         statement = await conn.prepare(spec.config["query"])
-        rows = await statement.fetch(*args)
+        types = [t.name for t in statement.get_parameters()]
+        if len(args) != len(types):
+            raise TaskError(
+                f"the query takes {len(types)} parameters, args gives {len(args)}",
+                retryable=False,
+                type="SQLError",
+            )
+        rows = await statement.fetch(*[_convert(a, t) for a, t in zip(args, types, strict=True)])
     except (
         asyncpg.PostgresSyntaxError,
         asyncpg.UndefinedTableError,
@@ -47,7 +57,45 @@ async def execute(conn: asyncpg.Connection, spec: TaskSpec, ctx: TaskContext) ->
     return {"status": status, "rows": out, "truncated": len(rows) > _MAX_ROWS}
 
 
+def _convert(value: Any, type_name: str) -> Any:
+    """A templated (string) argument as the Python value asyncpg sends for ``type_name``."""
+    if not isinstance(value, str):
+        return msgspec.json.encode(value) if type_name in ("json", "jsonb") else value
+    try:
+        match type_name:
+            case "int2" | "int4" | "int8":
+                return int(value)
+            case "float4" | "float8":
+                return float(value)
+            case "numeric":
+                return decimal.Decimal(value)
+            case "bool":
+                return value.strip().lower() in ("true", "t", "1", "yes", "on")
+            case "date":
+                return datetime.date.fromisoformat(value)
+            case "timestamp" | "timestamptz":
+                return datetime.datetime.fromisoformat(value)
+            case "uuid":
+                return uuid.UUID(value)
+            case "json" | "jsonb":
+                return value.encode()
+    except (ValueError, decimal.InvalidOperation) as exc:
+        raise TaskError(
+            f"argument {value!r} is not a valid {type_name}: {exc}",
+            retryable=False,
+            type="SQLError",
+        ) from None
+    return value
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):  # json/jsonb come back as raw JSON on durable's pool
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            return value.decode(errors="replace")
+    if isinstance(value, decimal.Decimal):
+        return float(value)
     try:
         return msgspec.to_builtins(value)
     except TypeError:

@@ -6,6 +6,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 __all__ = ["TaskContext", "TaskLog", "render_template"]
 
 
@@ -104,6 +106,10 @@ def render_template(text: str, values: dict[str, Any]) -> str:
                 value = value[part]
             else:
                 raise KeyError(match.group(0))
-        return "" if value is None else str(value)
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return value
+        return msgspec.json.encode(value).decode()  # numbers, lists, dicts: as JSON
 
     return _TEMPLATE.sub(lookup, text)

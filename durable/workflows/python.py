@@ -150,6 +150,7 @@ class Workflow:
         cwd: str | None = None,
         max_memory_mb: int | None = None,
         retries: int = 2,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         trigger_rule: TriggerRule = "all_success",
     ) -> TaskRef:
@@ -161,7 +162,7 @@ class Workflow:
             config["cwd"] = cwd
         if max_memory_mb:
             config["max_memory_mb"] = max_memory_mb
-        return self._declare(name, "shell", config, after, retries, None, timeout, trigger_rule)
+        return self._declare(name, "shell", config, after, retries, retry, timeout, trigger_rule)
 
     def http(
         self,
@@ -175,6 +176,7 @@ class Workflow:
         body: str | None = None,
         expect: list[int] | None = None,
         retries: int = 2,
+        retry: RetryPolicy | None = None,
         timeout: float | None = 30.0,
         trigger_rule: TriggerRule = "all_success",
     ) -> TaskRef:
@@ -188,7 +190,7 @@ class Workflow:
         ):
             if value is not None:
                 config[key] = value
-        return self._declare(name, "http", config, after, retries, None, timeout, trigger_rule)
+        return self._declare(name, "http", config, after, retries, retry, timeout, trigger_rule)
 
     def sql(
         self,
@@ -200,6 +202,7 @@ class Workflow:
         args: list[Any] | None = None,
         transactional: bool = False,
         retries: int = 2,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         trigger_rule: TriggerRule = "all_success",
     ) -> TaskRef:
@@ -210,7 +213,7 @@ class Workflow:
             config["args"] = args
         if transactional:
             config["transactional"] = True
-        return self._declare(name, "sql", config, after, retries, None, timeout, trigger_rule)
+        return self._declare(name, "sql", config, after, retries, retry, timeout, trigger_rule)
 
     def sleep(
         self,

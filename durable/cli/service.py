@@ -1,0 +1,302 @@
+"""Running workflows: up, run, logs, cancel, pause, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from durable.cli import Context, main, pass_context
+from durable.cli.render import short_json, when
+from durable.dag import DefinitionError
+from durable.decide import Cancel, Command, Pause, Resume, decide_command
+from durable.errors import ConcurrencyConflict, StreamNotFound
+from durable.events import (
+    RunCancelled,
+    RunFailed,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunSucceeded,
+    TaskFailed,
+    TaskRetryScheduled,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+    run_stream,
+)
+from durable.executor import Executor, register_versions, start_run
+from durable.fold import evolve, fold
+from durable.store.base import EventStore
+from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
+from durable.workflows.loader import WorkflowRegistry, load_workflows
+
+WORKFLOWS_HELP = "File or folder of workflow definitions (.py, .yaml) [env DURABLE_WORKFLOWS]."
+
+
+def workflows_option(f: Any) -> Any:
+    return click.option(
+        "--workflows",
+        "workflows_path",
+        type=click.Path(path_type=Path),
+        envvar="DURABLE_WORKFLOWS",
+        default="workflows",
+        show_default=True,
+        help=WORKFLOWS_HELP,
+    )(f)
+
+
+def load(path: Path) -> WorkflowRegistry:
+    registry = load_workflows(path)
+    if not len(registry):
+        raise DefinitionError(
+            str(path),
+            "defines no workflow",
+            hint="a .py file with a Workflow(...), or a .yaml file",
+        )
+    return registry
+
+
+@main.command()
+@workflows_option
+@click.option("--max-tasks", default=64, show_default=True, help="Concurrent task attempts.")
+@click.option(
+    "--max-runs",
+    default=1000,
+    show_default=True,
+    help="Runs this executor holds at once; the rest is left to other executors.",
+)
+@click.option("--lease", default=30.0, show_default=True, help="Lease of a claimed run, seconds.")
+@pass_context
+def up(ctx: Context, workflows_path: Path, max_tasks: int, max_runs: int, lease: float) -> None:
+    """Run the durable service: the executor, against the (embedded) database."""
+    registry = load(workflows_path)
+
+    async def go(store: EventStore) -> None:
+        assert isinstance(store, PostgresEventStore)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        executor = Executor(
+            store, registry, max_tasks=max_tasks, max_runs=max_runs, lease_seconds=lease
+        )
+        names = ", ".join(f"{w.spec.name}@{w.spec.version}" for w in registry)
+        click.echo(
+            f"durable up: executor {executor.id} on {ctx.description}; workflows: {names}", err=True
+        )
+        await executor.run(stop)
+        click.echo("durable up: stopped", err=True)
+
+    ctx.run(go)
+
+
+def parse_params(values: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--param")
+        params[key] = value
+    return params
+
+
+@main.command()
+@click.argument("workflow")
+@workflows_option
+@click.option(
+    "--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A run parameter (repeat)."
+)
+@click.option("--idempotency-key", help="The same key always means the same run.")
+@click.option(
+    "--wait", is_flag=True, help="Stream task progress; exit 0 if the run succeeds, 1 if not."
+)
+@click.option("--here", is_flag=True, help="Also execute the run in this process (implies --wait).")
+@pass_context
+def run(
+    ctx: Context,
+    workflow: str,
+    workflows_path: Path,
+    params: tuple[str, ...],
+    idempotency_key: str | None,
+    wait: bool,
+    here: bool,
+) -> None:
+    """Start a run of WORKFLOW (durable before this returns)."""
+    registry = load(workflows_path)
+    loaded = registry.get(workflow)
+    given = parse_params(params)
+
+    async def go(store: EventStore) -> str:
+        assert isinstance(store, PostgresEventStore)
+        await register_versions(store.pool, registry)
+        run_id, created = await start_run(
+            store, loaded.spec, given, idempotency_key=idempotency_key
+        )
+        click.echo(
+            f"{'started' if created else 'already exists:'} run {run_id} of {workflow}@{loaded.spec.version}"
+        )
+        if not (wait or here):
+            return "started"
+        stop = asyncio.Event()
+        executing = None
+        if here:
+            executor = Executor(store, registry, poll_interval=0.2)
+            executing = asyncio.create_task(executor.run(stop))
+        try:
+            status = await follow(store, run_id)
+        finally:
+            stop.set()
+            if executing is not None:
+                await executing
+        click.echo(f"run {run_id} {status}; `durable history {run_id}` shows every event")
+        return status
+
+    status = ctx.run(go)
+    if status not in ("started", "succeeded"):
+        sys.exit(1)
+
+
+async def follow(store: EventStore, run_id: str) -> str:
+    """Print a run's task progress until it ends; returns its final status."""
+    stream = run_stream(run_id)
+    state = None
+    seq = 0
+    while True:
+        records = await store.read_stream(stream, seq)
+        for r in records:
+            state = evolve(state, r)
+            seq = r.seq
+            line = _progress_line(state, r.event)
+            if line:
+                click.echo(f"{when(r.recorded_at)[11:]}  {line}")
+        if state is not None and state.is_terminal:
+            return state.status
+        await store.wait_for_events(await store.last_position(), 1.0)
+
+
+def _progress_line(state: Any, event: Any) -> str:
+    match event:
+        case RunStarted():
+            return f"run started on {event.executor}"
+        case TaskStarted():
+            again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+            return f"▶ {event.task}{again}"
+        case TaskSucceeded():
+            t = state.tasks[event.task]
+            took = (t.finished_at - t.started_at).total_seconds() if t.started_at else 0
+            return f"✔ {event.task} in {took:.2f} s → {short_json(event.output, 70)}"
+        case TaskRetryScheduled():
+            return f"↻ {event.task} failed ({event.error.type}: {event.error.message}); retry at {when(event.retry_at)[11:]}"
+        case TaskFailed():
+            return f"✘ {event.task} failed: {event.error.type}: {event.error.message}"
+        case TaskSkipped():
+            return f"⤼ {event.task} skipped: {event.reason}"
+        case RunSucceeded():
+            return "run succeeded"
+        case RunFailed():
+            return f"run failed: {event.reason}"
+        case RunCancelled() | RunPaused():
+            return f"run {'cancelled' if isinstance(event, RunCancelled) else 'paused'}: {event.reason}"
+        case RunResumed():
+            return "run resumed"
+    return ""
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("task", required=False)
+@click.option("--attempt", type=int, help="Only this attempt.")
+@pass_context
+def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None) -> None:
+    """Print the stored logs of a run's tasks (stdout, stderr, ctx.log)."""
+
+    async def go(store: EventStore) -> list[Any]:
+        assert isinstance(store, PostgresEventStore)
+        state = fold(await _records(store, run_id))
+        if task is not None and state is not None and task not in state.tasks:
+            raise DefinitionError(
+                f"run {run_id}", f"has no task {task!r}", hint=f"tasks: {', '.join(state.tasks)}"
+            )
+        async with store.pool.acquire() as conn:
+            return list(
+                await conn.fetch(
+                    "SELECT task, generation, attempt, at, stream, message FROM durable.task_logs "
+                    "WHERE run_id = $1 AND ($2::text IS NULL OR task = $2) "
+                    "AND ($3::int IS NULL OR attempt = $3) ORDER BY at, task, line",
+                    run_id,
+                    task,
+                    attempt,
+                )
+            )
+
+    rows = ctx.run(go)
+    if not rows:
+        click.echo("no log lines stored", err=True)
+    for r in rows:
+        tag = f"{r['task']}#{r['attempt']}" + (
+            f" g{r['generation']}" if r["generation"] > 1 else ""
+        )
+        click.echo(f"{when(r['at'])[11:]} {tag} {r['stream']}: {r['message']}")
+
+
+async def _records(store: EventStore, run_id: str) -> list[Any]:
+    try:
+        return await store.require_stream(run_stream(run_id))
+    except StreamNotFound as exc:
+        raise StreamNotFound(exc.stream_id, what=f"run {run_id!r}") from None
+
+
+def _command(ctx: Context, run_id: str, command: Command, verb: str) -> None:
+    async def go(store: EventStore) -> str:
+        assert isinstance(store, PostgresEventStore)
+        for _ in range(10):
+            records = await _records(store, run_id)
+            state = fold(records)
+            assert state is not None
+            events = decide_command(state, command)
+            if not events:
+                return f"run {run_id} is already {state.status}"
+            try:
+                await store.append(run_stream(run_id), state.last_seq, events)
+            except ConcurrencyConflict:
+                continue  # the executor appended meanwhile: decide again
+            await store.notify(CONTROL_CHANNEL, run_id)
+            return f"{verb} run {run_id}"
+        raise ConcurrencyConflict(run_stream(run_id), -1)
+
+    click.echo(ctx.run(go))
+
+
+_BY = os.environ.get("USER") or "cli"
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--reason", default="cancelled by user")
+@pass_context
+def cancel(ctx: Context, run_id: str, reason: str) -> None:
+    """Cancel a run: running tasks are stopped (shell commands killed)."""
+    _command(ctx, run_id, Cancel(reason=reason, by=_BY), "cancelled")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--reason", default="")
+@pass_context
+def pause(ctx: Context, run_id: str, reason: str) -> None:
+    """Pause a run: no new task starts; running ones finish."""
+    _command(ctx, run_id, Pause(reason=reason, by=_BY), "paused")
+
+
+@main.command()
+@click.argument("run_id")
+@pass_context
+def resume(ctx: Context, run_id: str) -> None:
+    """Resume a paused run from its log."""
+    _command(ctx, run_id, Resume(by=_BY), "resumed")

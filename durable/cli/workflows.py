@@ -1,0 +1,156 @@
+"""Looking at definitions: show, graph, versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+from rich.tree import Tree
+
+from durable.cli import Context, main, pass_context
+from durable.cli.inspect import console
+from durable.cli.render import when
+from durable.cli.service import load, workflows_option
+from durable.dag import DefinitionError, WorkflowSpec, diff_specs
+from durable.executor import register_versions
+from durable.store.base import EventStore
+from durable.store.postgres import PostgresEventStore
+from durable.workflows.yaml import spec_to_yaml
+
+
+@main.command()
+@click.argument("workflow")
+@workflows_option
+def show(workflow: str, workflows_path: Path) -> None:
+    """Print a workflow's definition as YAML (Python-defined ones too)."""
+    click.echo(spec_to_yaml(load(workflows_path).get(workflow).spec), nl=False)
+
+
+@main.command()
+@click.argument("workflow")
+@workflows_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tree", "dot", "mermaid"]),
+    default="tree",
+    show_default=True,
+)
+def graph(workflow: str, workflows_path: Path, fmt: str) -> None:
+    """Draw a workflow's DAG: in the terminal, or as Graphviz dot / Mermaid."""
+    spec = load(workflows_path).get(workflow).spec
+    if fmt == "dot":
+        click.echo(to_dot(spec), nl=False)
+    elif fmt == "mermaid":
+        click.echo(to_mermaid(spec), nl=False)
+    else:
+        console().print(to_tree(spec))
+
+
+def _label(spec: WorkflowSpec, name: str) -> str:
+    t = spec.task(name)
+    rule = "" if t.trigger_rule == "all_success" else f", {t.trigger_rule}"
+    return f"{name} [dim]({t.kind}{rule})[/dim]"
+
+
+def to_tree(spec: WorkflowSpec) -> Tree:
+    """The DAG as a tree from its roots; a task with several upstreams is drawn in full
+    under its first one and referred to under the others."""
+    downstream: dict[str, list[str]] = {t.name: [] for t in spec.tasks}
+    for t in spec.tasks:
+        for u in t.upstream:
+            downstream[u].append(t.name)
+    root = Tree(f"[bold]{spec.name}[/bold] [dim]version {spec.version}[/dim]")
+    drawn: set[str] = set()
+
+    def add(parent: Tree, name: str) -> None:
+        if name in drawn:
+            parent.add(
+                f"{name} [dim](↑ drawn above; after {', '.join(spec.task(name).upstream)})[/dim]"
+            )
+            return
+        drawn.add(name)
+        node = parent.add(_label(spec, name))
+        for child in downstream[name]:
+            add(node, child)
+
+    for t in spec.tasks:
+        if not t.upstream:
+            add(root, t.name)
+    return root
+
+
+def to_dot(spec: WorkflowSpec) -> str:
+    lines = [f'digraph "{spec.name}" {{', "  rankdir=LR;"]
+    for t in spec.tasks:
+        shape = "diamond" if t.kind == "switch" else "box"
+        lines.append(f'  "{t.name}" [shape={shape}, label="{t.name}\\n({t.kind})"];')
+    for t in spec.tasks:
+        for u in t.upstream:
+            style = "" if t.trigger_rule == "all_success" else f' [label="{t.trigger_rule}"]'
+            lines.append(f'  "{u}" -> "{t.name}"{style};')
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def to_mermaid(spec: WorkflowSpec) -> str:
+    lines = ["flowchart LR"]
+    for t in spec.tasks:
+        node = f"{{{t.name}}}" if t.kind == "switch" else f"[{t.name}]"
+        lines.append(f"  {t.name}{node}")
+    for t in spec.tasks:
+        for u in t.upstream:
+            arrow = "-->" if t.trigger_rule == "all_success" else f"-->|{t.trigger_rule}|"
+            lines.append(f"  {u} {arrow} {t.name}")
+    return "\n".join(lines) + "\n"
+
+
+@main.command()
+@click.argument("workflow")
+@workflows_option
+@click.option("--diff", nargs=2, metavar="A B", help="What changed from version A to version B.")
+@pass_context
+def versions(
+    ctx: Context, workflow: str, workflows_path: Path, diff: tuple[str, str] | None
+) -> None:
+    """List a workflow's versions (each run is pinned to one), or diff two of them."""
+
+    registry = load(workflows_path) if workflows_path.exists() else None
+
+    async def go(store: EventStore) -> list[Any]:
+        assert isinstance(store, PostgresEventStore)
+        if registry is not None:
+            await register_versions(store.pool, registry)
+        async with store.pool.acquire() as conn:
+            return list(
+                await conn.fetch(
+                    "SELECT v.version, v.first_seen, v.source, v.definition, "
+                    "(SELECT count(*) FROM durable.runs r WHERE r.workflow = v.workflow "
+                    " AND r.version = v.version) AS runs "
+                    "FROM durable.workflow_versions v WHERE v.workflow = $1 ORDER BY v.first_seen",
+                    workflow,
+                )
+            )
+
+    rows = ctx.run(go)
+    if not rows:
+        raise DefinitionError(f"workflow {workflow!r}", "has no recorded versions")
+    if diff:
+        specs = {
+            r["version"]: msgspec.json.decode(r["definition"], type=WorkflowSpec) for r in rows
+        }
+        for v in diff:
+            if v not in specs:
+                raise DefinitionError(
+                    f"workflow {workflow!r}",
+                    f"has no version {v!r}",
+                    hint=f"versions: {', '.join(specs)}",
+                )
+        changes = diff_specs(specs[diff[0]], specs[diff[1]])
+        click.echo("\n".join(changes) if changes else "no differences")
+        return
+    for r in rows:
+        click.echo(
+            f"{r['version']}  first seen {when(r['first_seen'])}  {r['runs']:>6} runs  {r['source']}"
+        )
