@@ -197,12 +197,15 @@ def lost_attempts(state: RunState, spec: WorkflowSpec, now: datetime) -> list[Ev
     ]
 
 
-def next_wakeup(state: RunState) -> datetime | None:
-    """The earliest time a timer of the run (retry, sleep) fires, if any."""
+def next_wakeup(state: RunState, spec: WorkflowSpec) -> datetime | None:
+    """The earliest time a timer of the run fires (a retry, a sleep, its max duration)."""
     times = [t.retry_at for t in state.tasks.values() if t.status == "retrying" and t.retry_at]
     times += [
         t.not_before for t in state.tasks.values() if t.status == "scheduled" and t.not_before
     ]
+    if spec.max_duration is not None and state.started_at is not None and not state.is_terminal:
+        # just past the deadline: decide() fails the run when it is *exceeded*
+        times.append(state.started_at + timedelta(seconds=spec.max_duration, milliseconds=1))
     return min(times) if times else None
 
 

@@ -333,7 +333,7 @@ class RunDriver:
 
     async def _next_message(self) -> Any:
         assert self.state is not None
-        wake = next_wakeup(self.state)
+        wake = next_wakeup(self.state, self.spec)
         timeout = None
         if wake is not None:
             timeout = max(0.0, (wake - self.ex.clock()).total_seconds())

@@ -40,10 +40,12 @@ WHERE run_id = ANY($1::text[]) AND owner = $2
 RETURNING run_id
 """
 
+# Taken in its own statement first: the counting statement's snapshot must come after
+# the lock is held, or two executors could both count the same free slot.
+_SLOT_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('durable.slot:' || $1::text))"
+
 _SLOT_SQL = """
-WITH lock AS (SELECT pg_advisory_xact_lock(hashtext('durable.slot:' || $1::text)))
 UPDATE durable.leases l SET holds_slot = true
-FROM lock
 WHERE l.run_id = $2 AND l.owner = $3
   AND (l.holds_slot OR (
         SELECT count(*) FROM durable.leases o JOIN durable.runs r ON r.run_id = o.run_id
@@ -86,5 +88,6 @@ class LeaseManager:
     async def take_slot(self, workflow: str, run_id: str, limit: int) -> bool:
         """Count the run against ``workflow``'s max_active_runs; False when all are taken."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_SLOT_LOCK_SQL, workflow)
             row = await conn.fetchrow(_SLOT_SQL, workflow, run_id, self.owner, limit)
         return row is not None

@@ -98,17 +98,12 @@ def _load_python(file: Path) -> list[LoadedWorkflow]:
         sys.path.insert(0, folder)  # so the file's own imports, and YAML refs, resolve
     module_name = file.stem
     try:
-        if module_name in sys.modules and getattr(
-            sys.modules[module_name], "__file__", None
-        ) == str(file.resolve()):
-            module = sys.modules[module_name]
-        else:
-            spec = importlib.util.spec_from_file_location(module_name, file)
-            if spec is None or spec.loader is None:
-                raise DefinitionError(str(file), "cannot be imported")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
+        spec = importlib.util.spec_from_file_location(module_name, file)
+        if spec is None or spec.loader is None:
+            raise DefinitionError(str(file), "cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # `module:function` references resolve to it
+        spec.loader.exec_module(module)
     except DefinitionError:
         raise
     except Exception as exc:

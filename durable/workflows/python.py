@@ -135,6 +135,12 @@ class Workflow:
             ref = self._declare(task_name, "switch", config, after, 1, None, None, "all_success")
             for targets in [*cases.values(), default or []]:
                 for target in targets:
+                    if _name(target) not in self._tasks:
+                        raise DefinitionError(
+                            f"workflow {self.name!r}",
+                            f"switch {task_name!r} routes to unknown task {_name(target)!r}",
+                            hint="declare the branch tasks before the switch",
+                        )
                     self._add_upstream(_name(target), task_name)
             return ref
 
