@@ -356,16 +356,24 @@ class RunDriver:
             case _Result():
                 await self._record_result(message)
 
-    async def _advance(self) -> None:
-        """Decide and append until nothing more is to be done now."""
+    async def _advance(self, first: list[Event] | None = None) -> bool:
+        """Decide and append until nothing more is to be done now.
+
+        ``first`` (a task's result) goes into the same append as the decisions it makes
+        possible: one commit records a completion, schedules what follows and starts it.
+        Returns False when ``first`` could not be appended (the log moved on).
+        """
         assert self.state is not None
+        pending = list(first or [])
         while self._stop is None:
             now = self.ex.clock()
-            events = decide(self.state, self.spec, now, executor=self.ex.id)
             sim = self.state
+            for e in pending:
+                sim = evolve(sim, _simulated(sim, e, now))
+            events = decide(sim, self.spec, now, executor=self.ex.id)
             for e in events:
                 sim = evolve(sim, _simulated(sim, e, now))
-            starts: list[Event] = []
+            starts: list[TaskStarted] = []
             if sim.status == "running":
                 for t in sim.tasks.values():
                     if (
@@ -385,15 +393,23 @@ class RunDriver:
                             )
                         else:
                             self._wait_for_slot(t.name)
-            if not events and not starts:
-                return
-            if await self._append([*events, *starts]):
-                for s in starts:
-                    assert isinstance(s, TaskStarted)
-                    self._spawn(s.task, s.generation, s.attempt)
-            else:
+            batch = [*pending, *events, *starts]
+            if not batch:
+                return True
+            was = self.state.status
+            if not await self._append(batch):
                 for _ in starts:
                     self.ex.slots.give()
+                return not pending
+            for s in starts:
+                self._spawn(s.task, s.generation, s.attempt)
+            # One pass of decide() reaches a fixpoint for a running run (it walks the DAG
+            # in order, updating as it goes); only a run that just started (or resumed)
+            # has tasks to schedule that this pass could not see.
+            if was == "running" or self.state.status != "running":
+                return True
+            pending = []
+        return not pending
 
     def _wait_for_slot(self, task: str) -> None:
         self.waiting.add(task)
@@ -527,7 +543,7 @@ class RunDriver:
                 del self.attempts[name]
 
     async def _record_result(self, result: _Result) -> None:
-        if result.log is not None:
+        if result.log is not None and result.log.lines:
             await _write_log(self.ex.store.pool, self.run_id, result)
         while self._stop is None:
             assert self.state is not None
@@ -549,7 +565,7 @@ class RunDriver:
                 event = attempt_failed(
                     self.state, self.spec, result.task, result.error, self.ex.clock()
                 )
-            if await self._append([event]):
+            if await self._advance([event]):
                 return
 
     async def _transactional(

@@ -103,13 +103,17 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
 
 def rule_verdict(rule: TriggerRule, upstream: list[str]) -> bool | None:
     """A trigger rule applied to upstream statuses: run (True), never (False), not yet (None)."""
+    if rule == "all_success":  # the common case first, in one pass
+        verdict: bool | None = True
+        for s in upstream:
+            if s != "succeeded":
+                if s in DONE_TASK:
+                    return False
+                verdict = None
+        return verdict
     done = all(s in DONE_TASK for s in upstream)
     failed = any(s in ("failed", "cancelled") for s in upstream)
     match rule:
-        case "all_success":
-            if all(s == "succeeded" for s in upstream):
-                return True
-            return False if any(s in DONE_TASK and s != "succeeded" for s in upstream) else None
         case "none_failed":
             if failed:
                 return False
@@ -120,6 +124,7 @@ def rule_verdict(rule: TriggerRule, upstream: list[str]) -> bool | None:
             return False if done else None
         case "all_done":
             return True if done else None
+    return None  # pragma: no cover - every rule is matched above
 
 
 def check_invariants(run: RunState) -> list[str]:

@@ -96,6 +96,11 @@ def render(value: Any, ctx: TaskContext) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _parameters(fn: Callable[..., Any]) -> Any:
+    return inspect.signature(fn).parameters
+
+
 async def call_python(
     fn: Callable[..., Any],
     ctx: TaskContext,
@@ -104,8 +109,7 @@ async def call_python(
     """Call a task function: ``ctx`` and upstream outputs are passed by parameter name;
     a sync function runs in a thread, off the event loop."""
     kwargs: dict[str, Any] = {}
-    params = inspect.signature(fn).parameters
-    for name, p in params.items():
+    for name, p in _parameters(fn).items():
         if name in ("ctx", "context"):
             kwargs[name] = ctx
         elif name in ctx.upstream:

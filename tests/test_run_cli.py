@@ -1,0 +1,104 @@
+"""`durable run` as a user runs it: the example pipeline on the embedded database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "daily_sales.py"
+
+pytestmark = pytest.mark.slow
+
+
+def durable(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DURABLE_DATABASE_URL", "DURABLE_WORKFLOWS")
+    }
+    env["DURABLE_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "durable", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=home.parent,
+    )
+
+
+def test_the_example_pipeline_runs_idempotently_per_date(tmp_path: Path) -> None:
+    home = tmp_path / ".durable"
+    first = durable(
+        "run",
+        "daily_sales",
+        "--workflows",
+        str(EXAMPLE),
+        "--param",
+        "date=2026-11-21",
+        "--here",
+        home=home,
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert "▶ fetch_orders" in out and "▶ fetch_refunds" in out
+    assert "✔ check_volume" in out and "✔ load" in out and "run succeeded" in out
+    run_id = out.split("started run ")[1].split()[0]
+
+    again = durable(
+        "run",
+        "daily_sales",
+        "--workflows",
+        str(EXAMPLE),
+        "--param",
+        "date=2026-11-21",
+        "--here",
+        home=home,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    logs = durable("logs", run_id, "fetch_orders", home=home)
+    assert logs.returncode == 0
+    assert "fetch_orders#1 log: fetched" in logs.stdout
+
+    history = durable("history", run_id, home=home)
+    assert "task_succeeded" in history.stdout and "load" in history.stdout
+
+    async def rows() -> list[tuple[str, str]]:
+        import pgserver
+
+        server = pgserver.get_server(home / "pgdata", cleanup_mode="stop")
+        conn = await asyncpg.connect(server.get_uri())
+        try:
+            return [
+                (str(r["day"]), r["region"])
+                for r in await conn.fetch("SELECT day, region FROM sales_daily ORDER BY region")
+            ]
+        finally:
+            await conn.close()
+            server.cleanup()  # the last handle: the embedded server stops
+
+    assert asyncio.run(rows()) == [
+        ("2026-11-21", "apac"),
+        ("2026-11-21", "eu"),
+        ("2026-11-21", "us"),
+    ]
+
+    bad = durable(
+        "run", "daily_sales", "--workflows", str(EXAMPLE), "--param", "date=21/11/2026", home=home
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "error: workflow 'daily_sales': param 'date': '21/11/2026' is not a valid date "
+        "(dates are YYYY-MM-DD)"
+    )
+    unknown = durable("run", "daily_sale", "--workflows", str(EXAMPLE), home=home)
+    assert unknown.returncode == 2
+    assert "workflow 'daily_sale': is not defined (known workflows: daily_sales)" in unknown.stderr
