@@ -29,8 +29,8 @@ __all__ = [
     "validate",
 ]
 
-TaskKind: TypeAlias = Literal["python", "shell", "http", "sql", "switch", "sleep", "noop"]
-TASK_KINDS: tuple[str, ...] = ("python", "shell", "http", "sql", "switch", "sleep", "noop")
+TaskKind: TypeAlias = Literal["python", "shell", "http", "sql", "switch", "map", "sleep", "noop"]
+TASK_KINDS: tuple[str, ...] = ("python", "shell", "http", "sql", "switch", "map", "sleep", "noop")
 ParamType: TypeAlias = Literal["str", "int", "float", "bool", "date", "json"]
 
 
@@ -83,9 +83,12 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
         return hashlib.sha256(content).hexdigest()[:12]
 
     def task(self, name: str) -> TaskSpec:
+        """A task's spec; a map's child ``name[i]`` has its map task's spec."""
         for t in self.tasks:
             if t.name == name:
                 return t
+        if name.endswith("]") and "[" in name:
+            return self.task(name[: name.rindex("[")])
         raise KeyError(name)
 
     def nodes(self) -> tuple[TaskNode, ...]:
@@ -180,6 +183,21 @@ def _check_kind(where: str, t: TaskSpec, names: dict[str, TaskSpec]) -> None:
                         f"switch {t.name!r} routes to {target!r}, which does not depend on it",
                         hint=f"add {t.name!r} to the upstream of {target!r}",
                     )
+    if t.kind == "map":
+        over = t.config.get("over")
+        if not t.config.get("callable") or not over:
+            raise DefinitionError(where, f"map {t.name!r} needs 'callable' and 'over' (a task)")
+        if over not in t.upstream:
+            raise DefinitionError(
+                where,
+                f"map {t.name!r} maps over {over!r}, which is not upstream of it",
+                hint=f"add {over!r} to its upstream (after:)",
+            )
+        limit = t.config.get("max_parallel")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise DefinitionError(
+                where, f"map {t.name!r}: max_parallel must be >= 1, not {limit!r}"
+            )
     if t.kind == "sleep" and "seconds" not in t.config and "until" not in t.config:
         raise DefinitionError(where, f"sleep {t.name!r} needs 'seconds' or 'until'")
 

@@ -24,9 +24,11 @@ from durable.events import (
     RunStarted,
     RunSucceeded,
     TaskFailed,
+    TaskMapped,
     TaskRetryScheduled,
     TaskScheduled,
     TaskSkipped,
+    TaskSucceeded,
 )
 from durable.retry import retry_at
 from durable.state import DONE_TASK, RunState, rule_verdict
@@ -41,6 +43,7 @@ __all__ = [
     "decide",
     "decide_command",
     "lost_attempts",
+    "map_items",
     "next_wakeup",
 ]
 
@@ -112,7 +115,32 @@ def decide(
     events: list[Event] = []
     status: dict[str, str] = {name: t.status for name, t in state.tasks.items()}
     untaken = _untaken_branches(state, spec)
-    for t in state.tasks.values():  # topological order
+    for t in state.tasks.values():  # topological order, map children last
+        if t.parent is not None:
+            if t.status == "pending" and _room_for_child(state, spec, t.parent, status):
+                events.append(TaskScheduled(task=t.name, generation=t.generation, attempt=1))
+                status[t.name] = "scheduled"
+            elif t.status == "retrying" and t.retry_at is not None and t.retry_at <= now:
+                events.append(
+                    TaskScheduled(task=t.name, generation=t.generation, attempt=t.attempt + 1)
+                )
+                status[t.name] = "scheduled"
+            continue
+        if t.mapped is not None and t.status == "running":
+            done = _map_done(state, t, status)
+            if done is not None:
+                events.append(done)
+                status[t.name] = "succeeded" if isinstance(done, TaskSucceeded) else "failed"
+            continue
+        if (
+            t.status == "pending"
+            and spec.task(t.name).kind == "map"
+            and t.name not in untaken
+            and rule_verdict(t.trigger_rule, [status[u] for u in t.upstream]) is True
+        ):
+            events += _fan_out(state, spec, t)
+            status[t.name] = "failed" if isinstance(events[-1], TaskFailed) else "running"
+            continue
         if t.status == "pending":
             if t.name in untaken:
                 events.append(
@@ -145,7 +173,9 @@ def decide(
         unhandled = [
             name
             for name, s in status.items()
-            if s in ("failed", "cancelled") and not _handled(state, name, status)
+            if s in ("failed", "cancelled")
+            and state.tasks[name].parent is None  # a map task stands for its children
+            and not _handled(state, name, status)
         ]
         if unhandled:
             events.append(
@@ -163,7 +193,7 @@ def attempt_failed(
 ) -> Event:
     """A failed attempt becomes a scheduled retry, or a final failure."""
     t = state.tasks[task]
-    policy = spec.task(task).retry
+    policy = spec.task(task).retry  # a map child retries as its map task says
     when = (
         retry_at(policy, t.attempt, f"{state.run_id}/{task}/{t.generation}", now)
         if error.retryable
@@ -207,6 +237,64 @@ def next_wakeup(state: RunState, spec: WorkflowSpec) -> datetime | None:
         # just past the deadline: decide() fails the run when it is *exceeded*
         times.append(state.started_at + timedelta(seconds=spec.max_duration, milliseconds=1))
     return min(times) if times else None
+
+
+def map_items(state: RunState, spec: WorkflowSpec, name: str) -> list[Any] | str:
+    """The items a map task fans out over, or why there are none to take."""
+    config = spec.task(name).config
+    value: Any = state.tasks[config["over"]].output
+    key = config.get("key")
+    if key is not None:
+        value = value.get(key) if isinstance(value, dict) else None
+    if not isinstance(value, list):
+        what = f"{config['over']}.{key}" if key else config["over"]
+        return f"map {name} needs a list from {what}, got {type(value).__name__}"
+    return value
+
+
+def _fan_out(state: RunState, spec: WorkflowSpec, t: Any) -> list[Event]:
+    items = map_items(state, spec, t.name)
+    if isinstance(items, str):
+        error = ErrorInfo(type="MapError", message=items, retryable=False)
+        return [
+            TaskScheduled(task=t.name, generation=t.generation, attempt=1),
+            TaskFailed(task=t.name, generation=t.generation, attempt=1, error=error),
+        ]
+    return [TaskMapped(task=t.name, generation=t.generation, count=len(items))]
+
+
+def _room_for_child(
+    state: RunState, spec: WorkflowSpec, parent: str, status: dict[str, str]
+) -> bool:
+    limit = spec.task(parent).config.get("max_parallel")
+    if limit is None:
+        return True
+    active = sum(
+        1 for c in state.children(parent) if status[c.name] in ("scheduled", "running", "retrying")
+    )
+    return active < int(limit)
+
+
+def _map_done(state: RunState, t: Any, status: dict[str, str]) -> Event | None:
+    children = state.children(t.name)
+    if any(status[c.name] not in DONE_TASK for c in children):
+        return None
+    failed = [c for c in children if status[c.name] != "succeeded"]
+    if not failed:
+        return TaskSucceeded(
+            task=t.name,
+            generation=t.generation,
+            attempt=t.attempt,
+            output=[c.output for c in children],
+        )
+    first = failed[0]
+    detail = f": {first.error.type}: {first.error.message}" if first.error else ""
+    error = ErrorInfo(
+        type="MapItemFailed",
+        message=f"{len(failed)} of {len(children)} items failed; first {first.name}{detail}",
+        retryable=False,
+    )
+    return TaskFailed(task=t.name, generation=t.generation, attempt=t.attempt, error=error)
 
 
 def _sleep_until(spec: WorkflowSpec, name: str, now: datetime) -> datetime | None:

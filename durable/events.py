@@ -38,6 +38,7 @@ __all__ = [
     "RunSucceeded",
     "TaskCancelled",
     "TaskFailed",
+    "TaskMapped",
     "TaskNode",
     "TaskRetryScheduled",
     "TaskScheduled",
@@ -135,6 +136,15 @@ class TaskScheduled(_Event, frozen=True, kw_only=True, tag="task_scheduled"):
     generation: int
     attempt: int
     not_before: datetime | None = None
+
+
+class TaskMapped(_Event, frozen=True, kw_only=True, tag="task_mapped"):
+    """A map task fanned out into ``count`` child tasks, ``task[0]`` … ``task[count-1]``,
+    one per item of its upstream list; it succeeds with their outputs once all did."""
+
+    task: str
+    generation: int
+    count: int
 
 
 class TaskStarted(_Event, frozen=True, kw_only=True, tag="task_started"):
@@ -239,6 +249,7 @@ Event: TypeAlias = (
     RunCreated
     | RunStarted
     | TaskScheduled
+    | TaskMapped
     | TaskStarted
     | TaskSucceeded
     | TaskRetryScheduled

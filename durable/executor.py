@@ -24,8 +24,14 @@ import asyncpg
 import msgspec
 
 from durable.dag import WorkflowSpec, coerce_params
-from durable.decide import attempt_failed, decide, lost_attempts, next_wakeup
-from durable.errors import ConcurrencyConflict, DuplicateRun, StoreUnavailable, TaskError
+from durable.decide import attempt_failed, decide, lost_attempts, map_items, next_wakeup
+from durable.errors import (
+    ConcurrencyConflict,
+    DuplicateRun,
+    DurableError,
+    StoreUnavailable,
+    TaskError,
+)
 from durable.events import (
     ErrorInfo,
     Event,
@@ -370,9 +376,17 @@ class RunDriver:
             sim = self.state
             for e in pending:
                 sim = evolve(sim, _simulated(sim, e, now))
-            events = decide(sim, self.spec, now, executor=self.ex.id)
-            for e in events:
-                sim = evolve(sim, _simulated(sim, e, now))
+            # Chain decisions in memory until there are none: a start schedules tasks, a
+            # fan-out schedules its children, the last child finishes its map task... —
+            # all of it goes into one append.
+            events: list[Event] = []
+            for _ in range(10_000):
+                more = decide(sim, self.spec, now, executor=self.ex.id)
+                if not more:
+                    break
+                for e in more:
+                    sim = evolve(sim, _simulated(sim, e, now))
+                events += more
             starts: list[TaskStarted] = []
             if sim.status == "running":
                 for t in sim.tasks.values():
@@ -396,19 +410,13 @@ class RunDriver:
             batch = [*pending, *events, *starts]
             if not batch:
                 return True
-            was = self.state.status
             if not await self._append(batch):
                 for _ in starts:
                     self.ex.slots.give()
                 return not pending
             for s in starts:
                 self._spawn(s.task, s.generation, s.attempt)
-            # One pass of decide() reaches a fixpoint for a running run (it walks the DAG
-            # in order, updating as it goes); only a run that just started (or resumed)
-            # has tasks to schedule that this pass could not see.
-            if was == "running" or self.state.status != "running":
-                return True
-            pending = []
+            return True
         return not pending
 
     def _wait_for_slot(self, task: str) -> None:
@@ -484,7 +492,16 @@ class RunDriver:
         assert self.state is not None
         spec = self.spec.task(name)
         trigger = self.state.trigger
+        item: Any = None
+        index: int | None = None
+        parent = self.state.tasks[name].parent
+        if parent is not None:
+            index = int(name[name.rindex("[") + 1 : -1])
+            items = map_items(self.state, self.spec, parent)
+            item = items[index] if isinstance(items, list) else None
         return TaskContext(
+            item=item,
+            index=index,
             run_id=self.run_id,
             workflow=self.state.workflow,
             task=name,
@@ -526,6 +543,10 @@ class RunDriver:
             except TaskError as exc:
                 result.error = ErrorInfo(
                     type=exc.type, message=exc.message, retryable=exc.retryable
+                )
+            except DurableError as exc:  # e.g. a task's callable cannot be imported
+                result.error = ErrorInfo(
+                    type=type(exc).__name__, message=str(exc), retryable=exc.retryable
                 )
             except asyncio.CancelledError:
                 raise

@@ -26,6 +26,7 @@ from durable.events import (
     RunSucceeded,
     TaskCancelled,
     TaskFailed,
+    TaskMapped,
     TaskRetryScheduled,
     TaskScheduled,
     TaskSkipped,
@@ -112,6 +113,26 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
                 not_before=event.not_before,
             )
             return _with_task(state, recorded, new)
+        case TaskMapped():
+            _need_run(state, recorded, "running")
+            task = _task(state, recorded, event.task, event.generation)
+            if task.status != "pending" or state.ready(task) is not True:
+                _invalid(recorded, f"task {task.name} is {task.status}; only a ready task fans out")
+            if event.count < 0:
+                _invalid(recorded, f"a map cannot fan out into {event.count} tasks")
+            tasks = dict(state.tasks)
+            tasks[task.name] = replace(
+                task, status="running", attempt=1, mapped=event.count, started_at=at
+            )
+            for i in range(event.count):
+                child = f"{task.name}[{i}]"
+                tasks[child] = TaskState(
+                    name=child,
+                    upstream=task.upstream,
+                    generation=task.generation,
+                    parent=task.name,
+                )
+            return replace(state, tasks=tasks, last_seq=recorded.seq, updated_at=at)
         case TaskStarted():
             _need_run(state, recorded, "running", "paused")
             task = _task(state, recorded, event.task, event.generation)
@@ -266,7 +287,10 @@ def _rerun(state: RunState, recorded: Recorded, event: RerunRequested) -> RunSta
     if event.failed_only:
         chosen = [n for n in chosen if state.tasks[n].status != "succeeded"]
     generation = state.generation + 1
-    tasks = dict(state.tasks)
+    chosen = [n for n in chosen if state.tasks[n].parent is None]
+    tasks = {
+        name: t for name, t in state.tasks.items() if t.parent is None or t.parent not in chosen
+    }
     for name in chosen:
         old = tasks[name]
         tasks[name] = TaskState(

@@ -59,6 +59,10 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None = None
     executions: int = 0
     """Attempts started over every generation: how often the task body ran."""
+    mapped: int | None = None
+    """For a map task that fanned out: how many children it has."""
+    parent: str | None = None
+    """For a child of a map task: the map task's name (the child is ``parent[i]``)."""
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,12 +95,17 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
         it), or None (not yet: upstream tasks are still to finish)."""
         return rule_verdict(task.trigger_rule, [self.tasks[u].status for u in task.upstream])
 
+    def children(self, name: str) -> list[TaskState]:
+        """The child tasks of a map task that fanned out."""
+        return [t for t in self.tasks.values() if t.parent == name]
+
     def downstream_of(self, names: tuple[str, ...] | list[str]) -> list[str]:
-        """``names`` and every task that depends on them, in DAG order."""
+        """``names`` and every task that depends on them, in DAG order (no map children:
+        they go with their map task)."""
         chosen = set(names)
         # tasks are stored in the order they were declared, which is topological
         for task in self.tasks.values():
-            if any(u in chosen for u in task.upstream):
+            if task.parent is None and any(u in chosen for u in task.upstream):
                 chosen.add(task.name)
         return [name for name in self.tasks if name in chosen]
 
@@ -151,8 +160,12 @@ def check_invariants(run: RunState) -> list[str]:
             problems.append(f"task {t.name} {t.status} without an error")
         if t.status == "retrying" and t.retry_at is None:
             problems.append(f"task {t.name} retrying without a retry time")
-        if t.status == "running" and t.executions < 1:
+        if t.status == "running" and t.executions < 1 and t.mapped is None:
             problems.append(f"task {t.name} is running but never started")
+        if t.parent is not None and (
+            t.parent not in run.tasks or run.tasks[t.parent].mapped is None
+        ):
+            problems.append(f"task {t.name} belongs to {t.parent}, which did not fan out")
         for u in t.upstream:
             if u not in run.tasks:
                 problems.append(f"task {t.name} depends on unknown task {u}")

@@ -132,7 +132,7 @@ def test_bad_params_are_refused_before_anything_runs() -> None:
         ),
         (
             "workflow: w\ntasks:\n  a:\n    spark: job.py\n",
-            "task types: python, shell, http, sql, switch, sleep, noop",
+            "task types: python, shell, http, sql, switch, map, sleep, noop",
         ),
         (
             "workflow: w\ntasks:\n  a:\n    shell: echo\n    after: [b]\n",

@@ -22,6 +22,7 @@ from durable.events import (
     RunSucceeded,
     TaskCancelled,
     TaskFailed,
+    TaskMapped,
     TaskRetryScheduled,
     TaskScheduled,
     TaskSkipped,
@@ -77,7 +78,9 @@ def summary(event: Event, generation: int | None = None) -> str:
         case RunStarted() | TaskStarted():
             return f"on {event.executor}" if event.executor else ""
         case TaskScheduled():
-            return ""
+            return f"not before {when(event.not_before)}" if event.not_before else ""
+        case TaskMapped():
+            return f"fanned out into {event.count} tasks"
         case TaskSucceeded():
             return f"output {short_json(event.output)}"
         case TaskRetryScheduled():

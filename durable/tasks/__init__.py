@@ -112,6 +112,8 @@ async def call_python(
     for name, p in _parameters(fn).items():
         if name in ("ctx", "context"):
             kwargs[name] = ctx
+        elif name in ("item", "index") and ctx.index is not None:
+            kwargs[name] = ctx.item if name == "item" else ctx.index
         elif name in ctx.upstream:
             kwargs[name] = ctx.upstream[name]
         elif name in ctx.params:
@@ -145,7 +147,7 @@ async def run_task(
     from durable.tasks import http, shell, sql
 
     match spec.kind:
-        case "python":
+        case "python" | "map":
             return await call_python(callable_for(spec.name), ctx, resources.threads)
         case "shell":
             return await shell.run(spec, ctx)

@@ -51,7 +51,12 @@ class TaskContext:
         data_interval_start: datetime | None,
         data_interval_end: datetime | None,
         log: TaskLog,
+        item: Any = None,
+        index: int | None = None,
     ) -> None:
+        self.item = item
+        """For a child of a map task: its item of the list (and ``index``, its place)."""
+        self.index = index
         self.run_id = run_id
         self.workflow = workflow
         self.task = task
@@ -81,6 +86,8 @@ class TaskContext:
             "attempt": self.attempt,
             "idempotency_key": self.idempotency_key,
             "params": self.params,
+            "item": self.item,
+            "index": self.index,
             "upstream": self.upstream,
             "logical_date": self.logical_date,
             "logical_time": self.logical_time.isoformat() if self.logical_time else None,

@@ -87,15 +87,20 @@ def load_workflows(*paths: Path) -> WorkflowRegistry:
                 for loaded in _load_python(file):
                     registry.add(loaded)
             elif file.suffix in (".yaml", ".yml"):
+                _importable(file.parent)  # `python: module:function` resolves from here
                 spec = load_yaml_spec(file)
                 registry.add(LoadedWorkflow(spec, {}))
     return registry
 
 
+def _importable(folder: Path) -> None:
+    path = str(folder.resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
 def _load_python(file: Path) -> list[LoadedWorkflow]:
-    folder = str(file.parent.resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # so the file's own imports, and YAML refs, resolve
+    _importable(file.parent)  # so the file's own imports, and YAML refs, resolve
     module_name = file.stem
     try:
         spec = importlib.util.spec_from_file_location(module_name, file)

@@ -146,6 +146,48 @@ class Workflow:
 
         return register
 
+    def map(
+        self,
+        *,
+        over: TaskRef | str,
+        key: str | None = None,
+        max_parallel: int | None = None,
+        after: Upstream = None,
+        name: str | None = None,
+        retries: int = 2,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[..., Any]], TaskRef]:
+        """Dynamic fan-out: the function runs once per item of ``over``'s output (a list,
+        or its field ``key``), each as a task of its own with its own attempts; the map
+        task's output is the list of their outputs. The function takes ``item``."""
+
+        def register(f: Callable[..., Any]) -> TaskRef:
+            task_name = name or f.__name__
+            self.callables[task_name] = f
+            config: dict[str, Any] = {
+                "callable": f"{f.__module__}:{f.__qualname__}",
+                "over": _name(over),
+            }
+            if key is not None:
+                config["key"] = key
+            if max_parallel is not None:
+                config["max_parallel"] = max_parallel
+            upstream = [over, *[a for a in _as_list(after) if _name(a) != _name(over)]]
+            return self._declare(
+                task_name,
+                "map",
+                config,
+                upstream,
+                retries,
+                retry,
+                timeout,
+                "all_success",
+                description=inspect.getdoc(f) or "",
+            )
+
+        return register
+
     def shell(
         self,
         name: str,

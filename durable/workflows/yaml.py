@@ -33,10 +33,17 @@ _OPTIONS: dict[str, set[str]] = {
     "http": {"method", "headers", "json", "body", "expect"},
     "sql": {"connection", "args", "transactional"},
     "switch": {"cases", "default", "on", "key"},
+    "map": {"over", "key", "max_parallel"},
     "sleep": {"seconds", "until"},
     "noop": set(),
 }
-_MAIN_KEY = {"python": "callable", "shell": "command", "http": "url", "sql": "query"}
+_MAIN_KEY = {
+    "python": "callable",
+    "map": "callable",
+    "shell": "command",
+    "http": "url",
+    "sql": "query",
+}
 _TOP = {"workflow", "description", "params", "max_active_runs", "max_duration", "tasks"}
 
 
@@ -149,6 +156,8 @@ def _task(path: Path, name: Any, body: Any) -> TaskSpec:
         config.setdefault("callable", "")
     after = body.get("after") or []
     after = [after] if isinstance(after, str) else after
+    if kind == "map" and config.get("over") and config["over"] not in after:
+        after = [config["over"], *after]
     if kind == "switch":
         targets = [t for branch in (config.get("cases") or {}).values() for t in branch]
         targets += config.get("default") or []
