@@ -64,14 +64,27 @@ def load(path: Path) -> WorkflowRegistry:
 
 @main.command()
 @workflows_option
-@click.option("--max-tasks", default=64, show_default=True, help="Concurrent task attempts.")
+@click.option(
+    "--max-tasks",
+    default=64,
+    show_default=True,
+    envvar="DURABLE_MAX_TASKS",
+    help="Concurrent task attempts [env DURABLE_MAX_TASKS].",
+)
 @click.option(
     "--max-runs",
     default=1000,
     show_default=True,
-    help="Runs this executor holds at once; the rest is left to other executors.",
+    envvar="DURABLE_MAX_RUNS",
+    help="Runs held at once; the rest is left to other executors [env DURABLE_MAX_RUNS].",
 )
-@click.option("--lease", default=30.0, show_default=True, help="Lease of a claimed run, seconds.")
+@click.option(
+    "--lease",
+    default=30.0,
+    show_default=True,
+    envvar="DURABLE_LEASE_SECONDS",
+    help="Lease of a claimed run, seconds [env DURABLE_LEASE_SECONDS].",
+)
 @pass_context
 def up(ctx: Context, workflows_path: Path, max_tasks: int, max_runs: int, lease: float) -> None:
     """Run the durable service: the executor, against the (embedded) database."""
