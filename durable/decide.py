@@ -31,7 +31,7 @@ from durable.events import (
     TaskSucceeded,
 )
 from durable.retry import retry_at
-from durable.state import DONE_TASK, RunState, rule_verdict
+from durable.state import DONE_TASK, RunState, TaskState, rule_verdict
 
 __all__ = [
     "Cancel",
@@ -115,11 +115,21 @@ def decide(
     events: list[Event] = []
     status: dict[str, str] = {name: t.status for name, t in state.tasks.items()}
     untaken = _untaken_branches(state, spec)
+    children: dict[str, list[TaskState]] = {}
+    room: dict[str, float] = {}
+    for t in state.tasks.values():
+        if t.parent is not None:
+            children.setdefault(t.parent, []).append(t)
+    for parent, kids in children.items():  # free places of each map with max_parallel
+        limit = spec.task(parent).config.get("max_parallel")
+        active = sum(1 for c in kids if c.status in ("scheduled", "running", "retrying"))
+        room[parent] = float("inf") if limit is None else int(limit) - active
     for t in state.tasks.values():  # topological order, map children last
         if t.parent is not None:
-            if t.status == "pending" and _room_for_child(state, spec, t.parent, status):
+            if t.status == "pending" and room[t.parent] > 0:
                 events.append(TaskScheduled(task=t.name, generation=t.generation, attempt=1))
                 status[t.name] = "scheduled"
+                room[t.parent] -= 1
             elif t.status == "retrying" and t.retry_at is not None and t.retry_at <= now:
                 events.append(
                     TaskScheduled(task=t.name, generation=t.generation, attempt=t.attempt + 1)
@@ -127,7 +137,7 @@ def decide(
                 status[t.name] = "scheduled"
             continue
         if t.mapped is not None and t.status == "running":
-            done = _map_done(state, t, status)
+            done = _map_done(t, children.get(t.name, []), status)
             if done is not None:
                 events.append(done)
                 status[t.name] = "succeeded" if isinstance(done, TaskSucceeded) else "failed"
@@ -263,20 +273,7 @@ def _fan_out(state: RunState, spec: WorkflowSpec, t: Any) -> list[Event]:
     return [TaskMapped(task=t.name, generation=t.generation, count=len(items))]
 
 
-def _room_for_child(
-    state: RunState, spec: WorkflowSpec, parent: str, status: dict[str, str]
-) -> bool:
-    limit = spec.task(parent).config.get("max_parallel")
-    if limit is None:
-        return True
-    active = sum(
-        1 for c in state.children(parent) if status[c.name] in ("scheduled", "running", "retrying")
-    )
-    return active < int(limit)
-
-
-def _map_done(state: RunState, t: Any, status: dict[str, str]) -> Event | None:
-    children = state.children(t.name)
+def _map_done(t: Any, children: list[TaskState], status: dict[str, str]) -> Event | None:
     if any(status[c.name] not in DONE_TASK for c in children):
         return None
     failed = [c for c in children if status[c.name] != "succeeded"]

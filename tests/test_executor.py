@@ -8,9 +8,11 @@ from typing import Any
 from durable import Param, TaskContext, Workflow
 from durable.errors import TaskError
 from durable.events import TaskRetryScheduled, TaskStarted, run_stream
+from durable.executor import start_run
+from durable.fold import fold
 from durable.retry import RetryPolicy
 from durable.store import PostgresEventStore
-from tests.executing import run_to_end
+from tests.executing import registry_of, run_to_end, running_executor, wait_for_run
 
 
 async def test_a_dag_runs_with_outputs_passed_downstream(pg_store: PostgresEventStore) -> None:
@@ -120,3 +122,57 @@ async def test_durable_sleep_waits_for_its_recorded_time(pg_store: PostgresEvent
     waited = state.tasks["last"].started_at - state.tasks["first"].finished_at  # type: ignore[operator]
     assert waited.total_seconds() >= 0.5
     assert state.tasks["nap"].not_before is not None
+
+
+async def test_the_executor_runs_at_most_max_tasks_at_once(pg_store: PostgresEventStore) -> None:
+    wf = Workflow("wide")
+    active = 0
+    peak = 0
+
+    async def work() -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.1)
+        active -= 1
+
+    for i in range(6):
+        wf.task(work, name=f"w{i}")
+    state = await run_to_end(pg_store, wf, max_tasks=2)
+    assert state.status == "succeeded"
+    assert peak == 2
+
+
+async def test_a_shell_task_over_its_memory_limit_fails(pg_store: PostgresEventStore) -> None:
+    wf = Workflow("hungry")
+    wf.shell("hog", "python3 -c 'x = bytearray(400 * 1024 * 1024)'", max_memory_mb=200, retries=0)
+    wf.shell("fits", "python3 -c 'x = bytearray(10 * 1024 * 1024)'", max_memory_mb=200)
+    state = await run_to_end(pg_store, wf)
+    assert state.tasks["fits"].status == "succeeded"
+    hog = state.tasks["hog"]
+    assert hog.status == "failed" and hog.error is not None
+    assert "MemoryError" in hog.error.message
+
+
+async def test_a_durable_sleep_keeps_its_wake_up_time_across_a_restart(
+    pg_store: PostgresEventStore,
+) -> None:
+    wf = Workflow("nap_restart")
+    first = wf.task(name="first")(lambda: 1)
+    nap = wf.sleep("nap", seconds=1.5, after=[first])
+    wf.task(name="last", after=[nap])(lambda: 2)
+    registry = registry_of(wf)
+    async with running_executor(pg_store, registry):
+        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        for _ in range(100):
+            state = fold(await pg_store.read_stream(run_stream(run_id)))
+            if state is not None and state.tasks["nap"].not_before is not None:
+                break
+            await asyncio.sleep(0.05)
+    wake = state.tasks["nap"].not_before  # recorded before the executor stopped
+    assert wake is not None and state.tasks["last"].status == "pending"
+    async with running_executor(pg_store, registry):  # a new executor picks it up
+        done = await wait_for_run(pg_store, run_id)
+    assert done.status == "succeeded"
+    assert done.tasks["nap"].not_before == wake
+    assert done.tasks["nap"].started_at is not None and done.tasks["nap"].started_at >= wake
