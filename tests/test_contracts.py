@@ -33,7 +33,7 @@ def test_the_schema_names_every_event_tag() -> None:
     assert tags <= encoded
 
 
-CORE = ["errors", "events", "state", "fold", "runs_view"]
+CORE = ["errors", "events", "state", "fold", "runs_view", "decide", "dag", "retry"]
 FORBIDDEN = (
     "asyncio",
     "asyncpg",
