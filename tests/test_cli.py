@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from durable.cli import main
+from tests.processes import durable
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "daily_sales_history.jsonl"
@@ -167,29 +165,17 @@ def test_an_inconsistent_history_is_refused_naming_run_and_seq(cli, tmp_path: Pa
     assert "expected seq 6" in result.output
 
 
-def _durable(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DURABLE_DATABASE_URL"}
-    env["DURABLE_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "durable", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.slow
 def test_the_embedded_database_starts_persists_and_is_reused(tmp_path: Path) -> None:
     """As a user runs it: no configuration, data under $DURABLE_HOME, across processes."""
     home = tmp_path / "home"
-    first = _durable("import", str(EXAMPLE), home=home)
+    first = durable("import", str(EXAMPLE), home=home)
     assert first.returncode == 0, first.stderr
     assert (home / "pgdata" / "PG_VERSION").exists()
-    again = _durable("replay", FAILED_THEN_RERUN, "--verify", home=home)
+    again = durable("replay", FAILED_THEN_RERUN, "--verify", home=home)
     assert again.returncode == 0, again.stderr
     assert "verified" in again.stdout
-    missing = _durable("history", "nope", home=home)
+    missing = durable("history", "nope", home=home)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
         "error: no run 'nope' (check the id; `durable runs` lists the runs)"

@@ -14,6 +14,7 @@ from durable.executor import start_run
 from durable.fold import fold
 from durable.store import PostgresEventStore
 from tests.executing import registry_of, running_executor, wait_for_run
+from tests.processes import alive
 
 
 async def _until(store: PostgresEventStore, run_id: str, check, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
@@ -25,11 +26,6 @@ async def _until(store: PostgresEventStore, run_id: str, check, timeout: float =
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not reached")
-
-
-def _alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def _cli(database_url: str, *args: str) -> str:
@@ -57,10 +53,10 @@ async def test_cancel_stops_a_running_shell_task(
         state = await wait_for_run(pg_store, run_id)
         pid = int(marker.read_text())
         for _ in range(100):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             await asyncio.sleep(0.05)
-        assert not _alive(pid), "the shell kept running after cancel"
+        assert not alive(pid), "the shell kept running after cancel"
     assert state.status == "cancelled" and state.reason == "wrong day"
     assert state.tasks["wait"].status == "cancelled"
     assert state.tasks["never"].status == "cancelled"

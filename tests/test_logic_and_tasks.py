@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from durable import Param, TaskContext, Workflow
 from durable.retry import RetryPolicy
 from durable.store import PostgresEventStore
 from tests.executing import run_to_end
+from tests.processes import alive
 
 
 async def test_switch_skips_untaken_branches_and_joins_after(pg_store: PostgresEventStore) -> None:
@@ -140,23 +140,10 @@ async def test_shell_failure_and_timeout_kill_the_process_group(
     assert state.tasks["hang"].error.type == "TaskTimeout"  # type: ignore[union-attr]
     child = int(marker.read_text())
     for _ in range(50):
-        if not _alive(child):
+        if not alive(child):
             break
         await asyncio.sleep(0.1)
-    assert not _alive(child), "the grandchild survived the timeout"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = (
-        Path(f"/proc/{pid}/stat").read_text().split()[2]
-        if Path(f"/proc/{pid}/stat").exists()
-        else "X"
-    )
-    return status != "Z"
+    assert not alive(child), "the grandchild survived the timeout"
 
 
 async def test_http_task_retries_5xx_and_records_the_body(pg_store: PostgresEventStore) -> None:

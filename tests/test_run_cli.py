@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.processes import durable
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "daily_sales.py"
 
 pytestmark = pytest.mark.slow
-
-
-def durable(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DURABLE_DATABASE_URL", "DURABLE_WORKFLOWS")
-    }
-    env["DURABLE_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "durable", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=home.parent,
-    )
 
 
 def test_the_example_pipeline_runs_idempotently_per_date(tmp_path: Path) -> None:

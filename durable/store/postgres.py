@@ -128,6 +128,7 @@ _RUN_COLUMNS = (
     "created_at, started_at, finished_at, updated_at, last_seq"
 )
 _RUN_COLUMN_NAMES = [c.strip() for c in _RUN_COLUMNS.split(",")]
+_EVENT_COLUMNS = "stream_id, seq, position, recorded_at, type, version, data"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -456,51 +457,40 @@ class PostgresEventStore:
     # -- reading ----------------------------------------------------------------------
 
     async def read_stream(self, stream_id: str, after_seq: int = 0) -> list[Recorded]:
-        rows = await self._fetch(
-            "SELECT seq, position, recorded_at, type, version, data FROM durable.events "
-            "WHERE stream_id = $1 AND seq > $2 ORDER BY seq",
-            stream_id,
-            after_seq,
-        )
-        decode = self._registry.decode
-        return [
-            Recorded(
-                stream_id=stream_id,
-                seq=r[0],
-                position=r[1],
-                recorded_at=r[2],
-                event=decode(r[3], r[4], r[5], where=f"{stream_id} seq {r[0]}"),
+        return self._recorded(
+            await self._fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM durable.events "
+                "WHERE stream_id = $1 AND seq > $2 ORDER BY seq",
+                stream_id,
+                after_seq,
             )
-            for r in rows
-        ]
+        )
 
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Recorded]]:
-        rows = await self._fetch(
-            "SELECT stream_id, seq, position, recorded_at, type, version, data "
-            "FROM durable.events WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, seq",
-            list(stream_ids),
-        )
-        decode = self._registry.decode
-        out: dict[str, list[Recorded]] = {s: [] for s in stream_ids}
-        for r in rows:
-            out[r[0]].append(
-                Recorded(
-                    stream_id=r[0],
-                    seq=r[1],
-                    position=r[2],
-                    recorded_at=r[3],
-                    event=decode(r[4], r[5], r[6], where=f"{r[0]} seq {r[1]}"),
-                )
+        records = self._recorded(
+            await self._fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM durable.events "
+                "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, seq",
+                list(stream_ids),
             )
+        )
+        out: dict[str, list[Recorded]] = {s: [] for s in stream_ids}
+        for r in records:
+            out[r.stream_id].append(r)
         return out
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Recorded]:
-        rows = await self._fetch(
-            "SELECT stream_id, seq, position, recorded_at, type, version, data "
-            "FROM durable.events WHERE position > $1 ORDER BY position LIMIT $2",
-            after_position,
-            limit,
+        return self._recorded(
+            await self._fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM durable.events "
+                "WHERE position > $1 ORDER BY position LIMIT $2",
+                after_position,
+                limit,
+            )
         )
+
+    def _recorded(self, rows: Sequence[asyncpg.Record]) -> list[Recorded]:
+        """Rows of ``_EVENT_COLUMNS`` as recorded events, decoded (and upcast)."""
         decode = self._registry.decode
         return [
             Recorded(
@@ -602,21 +592,12 @@ class PostgresEventStore:
         return len(rows)
 
     async def _read_stream_on(self, conn: asyncpg.Connection, stream_id: str) -> list[Recorded]:
-        rows = await conn.fetch(
-            "SELECT seq, position, recorded_at, type, version, data FROM durable.events "
-            "WHERE stream_id = $1 ORDER BY seq",
-            stream_id,
-        )
-        return [
-            Recorded(
-                stream_id=stream_id,
-                seq=r[0],
-                position=r[1],
-                recorded_at=r[2],
-                event=self._registry.decode(r[3], r[4], r[5], where=f"{stream_id} seq {r[0]}"),
+        return self._recorded(
+            await conn.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM durable.events WHERE stream_id = $1 ORDER BY seq",
+                stream_id,
             )
-            for r in rows
-        ]
+        )
 
     async def require_stream(self, stream_id: str) -> list[Recorded]:
         """The whole stream; :class:`StreamNotFound` when it has no events."""
