@@ -17,6 +17,7 @@ from durable.errors import DurableError
 from durable.events import (
     ErrorInfo,
     Event,
+    RerunRequested,
     RunCancelled,
     RunFailed,
     RunPaused,
@@ -31,13 +32,14 @@ from durable.events import (
     TaskSucceeded,
 )
 from durable.retry import retry_at
-from durable.state import DONE_TASK, RunState, TaskState, rule_verdict
+from durable.state import DONE_TASK, RunState, TaskState, rerun_plan, rule_verdict
 
 __all__ = [
     "Cancel",
     "Command",
     "CommandRejected",
     "Pause",
+    "Rerun",
     "Resume",
     "attempt_failed",
     "decide",
@@ -68,7 +70,18 @@ class Resume(msgspec.Struct, frozen=True, kw_only=True):
     by: str | None = None
 
 
-Command = Cancel | Pause | Resume
+class Rerun(msgspec.Struct, frozen=True, kw_only=True):
+    """Run ``tasks`` again (with ``downstream``: all that depends on them too); the
+    ``request_id`` makes the request idempotent."""
+
+    request_id: str
+    tasks: tuple[str, ...]
+    downstream: bool = False
+    failed_only: bool = False
+    by: str | None = None
+
+
+Command = Cancel | Pause | Resume | Rerun
 
 
 def decide_command(state: RunState, command: Command) -> list[Event]:
@@ -88,6 +101,41 @@ def decide_command(state: RunState, command: Command) -> list[Event]:
             if state.is_terminal:
                 raise CommandRejected(f"run {state.run_id} is {state.status}; it cannot pause")
             return [RunPaused(reason=command.reason, by=command.by)]
+        case Rerun():
+            if command.request_id in state.reruns:
+                return []  # already applied: a redelivered request reruns nothing
+            if not state.is_terminal:
+                raise CommandRejected(
+                    f"run {state.run_id} is {state.status}; a rerun needs a finished run",
+                    hint="wait for it to finish, or cancel it first",
+                )
+            top = [n for n, t in state.tasks.items() if t.parent is None]
+            unknown = [t for t in command.tasks if t not in top]
+            if unknown or not command.tasks:
+                raise CommandRejected(
+                    f"run {state.run_id} has no task {', '.join(unknown) or '(none given)'}",
+                    hint=f"tasks: {', '.join(top)}",
+                )
+            chosen, _ = rerun_plan(
+                state,
+                command.tasks,
+                downstream=command.downstream,
+                failed_only=command.failed_only,
+            )
+            if not chosen:
+                raise CommandRejected(
+                    f"nothing to rerun in run {state.run_id}: the selected tasks all succeeded",
+                    hint="drop --failed-only to rerun them anyway",
+                )
+            return [
+                RerunRequested(
+                    request_id=command.request_id,
+                    tasks=command.tasks,
+                    downstream=command.downstream,
+                    failed_only=command.failed_only,
+                    by=command.by,
+                )
+            ]
         case Resume():
             if state.status in ("running", "pending"):
                 return []

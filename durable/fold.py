@@ -41,6 +41,7 @@ from durable.state import (
     RunState,
     RunStatus,
     TaskState,
+    rerun_plan,
 )
 
 __all__ = ["evolve", "fold", "run_status_after"]
@@ -283,11 +284,10 @@ def _rerun(state: RunState, recorded: Recorded, event: RerunRequested) -> RunSta
     unknown = [t for t in event.tasks if t not in state.tasks]
     if unknown or not event.tasks:
         _invalid(recorded, f"unknown tasks: {', '.join(unknown) or '(none given)'}")
-    chosen = state.downstream_of(event.tasks) if event.downstream else list(event.tasks)
-    if event.failed_only:
-        chosen = [n for n in chosen if state.tasks[n].status != "succeeded"]
+    chosen, _ = rerun_plan(
+        state, event.tasks, downstream=event.downstream, failed_only=event.failed_only
+    )
     generation = state.generation + 1
-    chosen = [n for n in chosen if state.tasks[n].parent is None]
     tasks = {
         name: t for name, t in state.tasks.items() if t.parent is None or t.parent not in chosen
     }

@@ -23,6 +23,7 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "check_invariants",
+    "rerun_plan",
     "rule_verdict",
 ]
 
@@ -108,6 +109,18 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
             if task.parent is None and any(u in chosen for u in task.upstream):
                 chosen.add(task.name)
         return [name for name in self.tasks if name in chosen]
+
+
+def rerun_plan(
+    run: RunState, tasks: tuple[str, ...] | list[str], *, downstream: bool, failed_only: bool
+) -> tuple[list[str], list[str]]:
+    """Which tasks a rerun runs again, and which keep their outputs (in DAG order)."""
+    chosen = run.downstream_of(tasks) if downstream else [t for t in run.tasks if t in tasks]
+    if failed_only:
+        chosen = [n for n in chosen if run.tasks[n].status != "succeeded"]
+    chosen = [n for n in chosen if run.tasks[n].parent is None]
+    kept = [n for n, t in run.tasks.items() if n not in chosen and t.parent is None]
+    return chosen, kept
 
 
 def rule_verdict(rule: TriggerRule, upstream: list[str]) -> bool | None:

@@ -14,7 +14,7 @@ import click
 from durable.cli import Context, main, pass_context
 from durable.cli.render import short_json, when
 from durable.dag import DefinitionError
-from durable.decide import Cancel, Command, Pause, Resume, decide_command
+from durable.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
 from durable.errors import ConcurrencyConflict, StreamNotFound
 from durable.events import (
     RunCancelled,
@@ -32,6 +32,8 @@ from durable.events import (
 )
 from durable.executor import Executor, register_versions, start_run
 from durable.fold import evolve, fold
+from durable.ids import new_run_id
+from durable.state import rerun_plan
 from durable.store.base import EventStore
 from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry, load_workflows
@@ -265,7 +267,9 @@ async def _records(store: EventStore, run_id: str) -> list[Any]:
         raise StreamNotFound(exc.stream_id, what=f"run {run_id!r}") from None
 
 
-def _command(ctx: Context, run_id: str, command: Command, verb: str) -> None:
+def _command(
+    ctx: Context, run_id: str, command: Command, verb: str, *, follow_run: bool = False
+) -> None:
     async def go(store: EventStore) -> str:
         assert isinstance(store, PostgresEventStore)
         for _ in range(10):
@@ -274,19 +278,73 @@ def _command(ctx: Context, run_id: str, command: Command, verb: str) -> None:
             assert state is not None
             events = decide_command(state, command)
             if not events:
+                if isinstance(command, Rerun):
+                    return f"rerun request {command.request_id} was already applied to run {run_id}"
                 return f"run {run_id} is already {state.status}"
             try:
                 await store.append(run_stream(run_id), state.last_seq, events)
             except ConcurrencyConflict:
                 continue  # the executor appended meanwhile: decide again
             await store.notify(CONTROL_CHANNEL, run_id)
+            if follow_run:
+                click.echo(f"{verb} run {run_id}")
+                return await follow(store, run_id)
             return f"{verb} run {run_id}"
         raise ConcurrencyConflict(run_stream(run_id), -1)
 
-    click.echo(ctx.run(go))
+    outcome = ctx.run(go)
+    if follow_run:
+        if outcome != "succeeded":
+            sys.exit(1)
+        return
+    click.echo(outcome)
 
 
 _BY = os.environ.get("USER") or "cli"
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("tasks", nargs=-1, required=True)
+@click.option("--downstream", is_flag=True, help="Also rerun every task that depends on them.")
+@click.option("--failed-only", is_flag=True, help="Only the selected tasks that did not succeed.")
+@click.option("--dry-run", is_flag=True, help="Show what would run again and what is reused.")
+@click.option("--request-id", help="Idempotency: the same id never reruns twice (default: new).")
+@click.option("--wait", is_flag=True, help="Follow the rerun; exit 0 if the run succeeds.")
+@pass_context
+def rerun(
+    ctx: Context,
+    run_id: str,
+    tasks: tuple[str, ...],
+    downstream: bool,
+    failed_only: bool,
+    dry_run: bool,
+    request_id: str | None,
+    wait: bool,
+) -> None:
+    """Rerun TASKS of a finished run as a new generation; upstream outputs are reused."""
+    command = Rerun(
+        request_id=request_id or f"rerun-{new_run_id()}",
+        tasks=tasks,
+        downstream=downstream,
+        failed_only=failed_only,
+        by=_BY,
+    )
+    if dry_run:
+
+        async def plan(store: EventStore) -> str:
+            state = fold(await _records(store, run_id))
+            assert state is not None
+            decide_command(state, command)  # refuses what the real rerun would refuse
+            chosen, kept = rerun_plan(state, tasks, downstream=downstream, failed_only=failed_only)
+            return (
+                f"would rerun as generation {state.generation + 1}: {', '.join(chosen)}\n"
+                f"would reuse the outputs of: {', '.join(kept) or '-'}"
+            )
+
+        click.echo(ctx.run(plan))
+        return
+    _command(ctx, run_id, command, "rerun requested for", follow_run=wait)
 
 
 @main.command()
