@@ -175,3 +175,26 @@ async def test_reruns_are_refused_clearly(pg_store: PostgresEventStore, database
         decide_command(done, Rerun(request_id="x", tasks=("ghost",)))
     with pytest.raises(CommandRejected, match="the selected tasks all succeeded"):
         decide_command(done, Rerun(request_id="x", tasks=("wait",), failed_only=True))
+
+
+async def test_the_read_model_matches_the_log_after_executed_runs(
+    pg_store: PostgresEventStore, database_url: str
+) -> None:
+    """`durable replay --verify` holds for what the executor wrote: retries, map, reruns."""
+    executed: Counter[str] = Counter()
+    fails = {"yes": True}
+    wf = pipeline(executed, fails)
+    fan = Workflow("fan_verify")
+    src = fan.task(name="src")(lambda: [1, 2, 3])
+    fan.map(over=src, name="each")(lambda item: item * 2)
+    async with running_executor(pg_store, registry_of(wf, fan)):
+        first, _ = await start_run(pg_store, wf.spec(), {})
+        second, _ = await start_run(pg_store, fan.spec(), {})
+        await wait_for_run(pg_store, first)
+        await wait_for_run(pg_store, second)
+        fails["yes"] = False
+        await asyncio.to_thread(cli, database_url, "rerun", first, "report", "--wait")
+    for run_id in (first, second):
+        result = await asyncio.to_thread(cli, database_url, "replay", run_id, "--verify")
+        assert result.exit_code == 0, result.output
+        assert "verified: the runs read model matches the log" in result.output
