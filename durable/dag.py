@@ -16,6 +16,7 @@ import msgspec
 from durable.errors import DurableError
 from durable.events import TaskNode, TriggerRule
 from durable.retry import RetryPolicy
+from durable.schedule import Schedule, ScheduleError, validate_schedule
 
 __all__ = [
     "TASK_KINDS",
@@ -73,6 +74,7 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     params: dict[str, ParamSpec] = {}
     max_active_runs: int | None = None
     max_duration: float | None = None
+    schedule: Schedule | None = None
     description: str = ""
     source: str = ""
 
@@ -151,6 +153,22 @@ def validate(spec: WorkflowSpec) -> WorkflowSpec:
                 coerce_params({name: p}, {name: p.default}, where=where)
             except DefinitionError as exc:
                 raise DefinitionError(where, f"param {name!r}: default {exc.problem}") from None
+    if spec.schedule is not None:
+        unfilled = [
+            n
+            for n, p in spec.params.items()
+            if p.required and p.default is None and p.type != "date"
+        ]
+        if unfilled:
+            raise DefinitionError(
+                where,
+                f"scheduled runs cannot fill required param {unfilled[0]!r}",
+                hint="give it a default (required date params get the logical date)",
+            )
+        try:
+            validate_schedule(spec.schedule, where)
+        except ScheduleError as exc:
+            raise DefinitionError(where, exc.message.split(": ", 1)[-1], hint=exc.hint) from None
     if spec.max_active_runs is not None and spec.max_active_runs < 1:
         raise DefinitionError(where, f"max_active_runs must be >= 1, not {spec.max_active_runs}")
     ordered = _topological(where, spec.tasks)
@@ -307,7 +325,7 @@ def diff_specs(old: WorkflowSpec, new: WorkflowSpec) -> list[str]:
         for key in sorted(set(before) | set(after)):
             if before.get(key) != after.get(key):
                 lines.append(f"~ task {name}.{key}: {before.get(key)!r} -> {after.get(key)!r}")
-    for field in ("params", "max_active_runs", "max_duration", "description"):
+    for field in ("params", "max_active_runs", "max_duration", "schedule", "description"):
         x, y = msgspec.to_builtins(getattr(old, field)), msgspec.to_builtins(getattr(new, field))
         if x != y:
             lines.append(f"~ {field}: {x!r} -> {y!r}")

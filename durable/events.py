@@ -36,6 +36,8 @@ __all__ = [
     "RunResumed",
     "RunStarted",
     "RunSucceeded",
+    "SchedulePaused",
+    "ScheduleResumed",
     "TaskCancelled",
     "TaskFailed",
     "TaskMapped",
@@ -50,6 +52,7 @@ __all__ = [
     "Upcaster",
     "event_type",
     "run_stream",
+    "schedule_stream",
 ]
 
 
@@ -245,6 +248,24 @@ class RerunRequested(_Event, frozen=True, kw_only=True, tag="rerun_requested"):
     by: str | None = None
 
 
+class SchedulePaused(_Event, frozen=True, kw_only=True, tag="schedule_paused"):
+    """A schedule stops creating runs (in the ``schedule:{workflow}`` stream)."""
+
+    reason: str = ""
+    by: str | None = None
+
+
+class ScheduleResumed(_Event, frozen=True, kw_only=True, tag="schedule_resumed"):
+    """A paused schedule creates runs again (missed ticks: as its catch-up policy says)."""
+
+    by: str | None = None
+
+
+def schedule_stream(workflow: str) -> str:
+    """The stream id of a workflow's schedule."""
+    return f"schedule:{workflow}"
+
+
 Event: TypeAlias = (
     RunCreated
     | RunStarted
@@ -262,6 +283,8 @@ Event: TypeAlias = (
     | RunPaused
     | RunResumed
     | RerunRequested
+    | SchedulePaused
+    | ScheduleResumed
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(Event)

@@ -24,6 +24,8 @@ from durable.events import (
     RunResumed,
     RunStarted,
     RunSucceeded,
+    SchedulePaused,
+    ScheduleResumed,
     TaskCancelled,
     TaskFailed,
     TaskMapped,
@@ -211,6 +213,8 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
             return _ended(state, recorded, "cancelled", event.reason or "cancelled")
         case RerunRequested():
             return _rerun(state, recorded, event)
+        case SchedulePaused() | ScheduleResumed():
+            _invalid(recorded, "a schedule's event cannot be in a run's stream")
         case _:
             assert_never(event)
 

@@ -138,7 +138,16 @@ def test_bad_params_are_refused_before_anything_runs() -> None:
             "workflow: w\ntasks:\n  a:\n    shell: echo\n    after: [b]\n",
             "task 'a' depends on unknown task 'b'",
         ),
-        ("workflow: w\nschedule: daily\ntasks: {}\n", "w.yaml:1: unknown key 'schedule'"),
+        ("workflow: w\nowner: data-team\ntasks: {}\n", "w.yaml:1: unknown key 'owner'"),
+        (
+            "workflow: w\nschedule: daily\ntasks:\n  a:\n    shell: echo\n",
+            "w.yaml: 'daily' is not a cron expression (five fields: minute hour day-of-month",
+        ),
+        (
+            "workflow: w\nschedule: {cron: '0 2 * * *', timezone: Mars/Olympus}\n"
+            "tasks:\n  a:\n    shell: echo\n",
+            "unknown time zone 'Mars/Olympus' (an IANA name such as Europe/Paris",
+        ),
         (
             "workflow: w\ntasks:\n  a:\n    python: nomodule\n",
             "callable 'nomodule' must look like module:function",

@@ -20,6 +20,8 @@ from durable.events import (
     RunResumed,
     RunStarted,
     RunSucceeded,
+    SchedulePaused,
+    ScheduleResumed,
     TaskCancelled,
     TaskFailed,
     TaskMapped,
@@ -93,8 +95,10 @@ def summary(event: Event, generation: int | None = None) -> str:
         case TaskCancelled() | RunCancelled() | RunPaused():
             by = f" by {event.by}" if not isinstance(event, TaskCancelled) and event.by else ""
             return f"{event.reason}{by}".strip()
-        case RunResumed():
+        case RunResumed() | ScheduleResumed():
             return f"by {event.by}" if event.by else ""
+        case SchedulePaused():
+            return f"{event.reason} by {event.by}".strip()
         case RunSucceeded():
             return ""
         case RunFailed():

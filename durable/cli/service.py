@@ -33,6 +33,7 @@ from durable.events import (
 from durable.executor import Executor, register_versions, start_run
 from durable.fold import evolve, fold
 from durable.ids import new_run_id
+from durable.scheduler import Scheduler
 from durable.state import rerun_plan
 from durable.store.base import EventStore
 from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
@@ -101,11 +102,15 @@ def up(ctx: Context, workflows_path: Path, max_tasks: int, max_runs: int, lease:
         executor = Executor(
             store, registry, max_tasks=max_tasks, max_runs=max_runs, lease_seconds=lease
         )
+        scheduler = Scheduler(store, registry)
+        scheduling = asyncio.create_task(scheduler.run(stop)) if scheduler.scheduled else None
         names = ", ".join(f"{w.spec.name}@{w.spec.version}" for w in registry)
         click.echo(
             f"durable up: executor {executor.id} on {ctx.description}; workflows: {names}", err=True
         )
         await executor.run(stop)
+        if scheduling is not None:
+            await scheduling
         click.echo("durable up: stopped", err=True)
 
     ctx.run(go)
@@ -300,7 +305,7 @@ def _command(
     click.echo(outcome)
 
 
-_BY = os.environ.get("USER") or "cli"
+OPERATOR = os.environ.get("USER") or "cli"
 
 
 @main.command()
@@ -328,7 +333,7 @@ def rerun(
         tasks=tasks,
         downstream=downstream,
         failed_only=failed_only,
-        by=_BY,
+        by=OPERATOR,
     )
     if dry_run:
 
@@ -353,7 +358,7 @@ def rerun(
 @pass_context
 def cancel(ctx: Context, run_id: str, reason: str) -> None:
     """Cancel a run: running tasks are stopped (shell commands killed)."""
-    _command(ctx, run_id, Cancel(reason=reason, by=_BY), "cancelled")
+    _command(ctx, run_id, Cancel(reason=reason, by=OPERATOR), "cancelled")
 
 
 @main.command()
@@ -362,7 +367,7 @@ def cancel(ctx: Context, run_id: str, reason: str) -> None:
 @pass_context
 def pause(ctx: Context, run_id: str, reason: str) -> None:
     """Pause a run: no new task starts; running ones finish."""
-    _command(ctx, run_id, Pause(reason=reason, by=_BY), "paused")
+    _command(ctx, run_id, Pause(reason=reason, by=OPERATOR), "paused")
 
 
 @main.command()
@@ -370,4 +375,4 @@ def pause(ctx: Context, run_id: str, reason: str) -> None:
 @pass_context
 def resume(ctx: Context, run_id: str) -> None:
     """Resume a paused run from its log."""
-    _command(ctx, run_id, Resume(by=_BY), "resumed")
+    _command(ctx, run_id, Resume(by=OPERATOR), "resumed")

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 import msgspec
+from rich.table import Table
 from rich.tree import Tree
 
 from durable.cli import Context, main, pass_context
 from durable.cli.inspect import console
 from durable.cli.render import when
-from durable.cli.service import load, workflows_option
+from durable.cli.service import OPERATOR, load, workflows_option
 from durable.dag import DefinitionError, WorkflowSpec, diff_specs
+from durable.errors import ConcurrencyConflict
+from durable.events import SchedulePaused, ScheduleResumed, schedule_stream
 from durable.executor import register_versions
+from durable.schedule import next_fire
+from durable.scheduler import schedule_status
 from durable.store.base import EventStore
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.yaml import spec_to_yaml
@@ -154,3 +161,94 @@ def versions(
         click.echo(
             f"{r['version']}  first seen {when(r['first_seen'])}  {r['runs']:>6} runs  {r['source']}"
         )
+
+
+@main.group(invoke_without_command=True)
+@workflows_option
+@click.pass_context
+def schedules(click_ctx: click.Context, workflows_path: Path) -> None:
+    """List schedules with their next fire times (in their zone and UTC); pause, resume."""
+    click_ctx.ensure_object(Context)
+    click_ctx.meta["workflows_path"] = workflows_path
+    if click_ctx.invoked_subcommand is not None:
+        return
+    registry = load(workflows_path)
+    specs = [w.spec for w in registry if w.spec.schedule is not None]
+    if not specs:
+        click.echo("no scheduled workflows", err=True)
+        return
+    ctx: Context = click_ctx.obj
+
+    async def go(store: EventStore) -> list[tuple[WorkflowSpec, dict[str, Any]]]:
+        assert isinstance(store, PostgresEventStore)
+        await register_versions(store.pool, registry)
+        return [(s, await schedule_status(store, s)) for s in specs]
+
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for name in (
+        "workflow",
+        "schedule",
+        "zone",
+        "catch-up",
+        "state",
+        "last logical time",
+        "next fire (zone)",
+        "next fire (UTC)",
+    ):
+        table.add_column(name)
+    now = datetime.now(UTC)
+    for spec, status in ctx.run(go):
+        sched = spec.schedule
+        assert sched is not None
+        nxt = next_fire(sched, max(now, status["last_end"] or now))
+        table.add_row(
+            spec.name,
+            sched.cron or f"every {sched.every:g} s",
+            sched.timezone,
+            sched.catchup,
+            "paused" if status["paused"] else "active",
+            when(status["last_logical_time"]),
+            nxt.astimezone(ZoneInfo(sched.timezone)).strftime("%Y-%m-%d %H:%M %Z"),
+            when(nxt)[:16],
+        )
+    console().print(table)
+
+
+def _schedule_event(click_ctx: click.Context, workflow: str, event: Any, verb: str) -> None:
+    registry = load(click_ctx.meta["workflows_path"])
+    spec = registry.get(workflow).spec
+    if spec.schedule is None:
+        raise DefinitionError(f"workflow {workflow!r}", "has no schedule")
+    ctx: Context = click_ctx.obj
+
+    async def go(store: EventStore) -> str:
+        stream = schedule_stream(workflow)
+        for _ in range(10):
+            records = await store.read_stream(stream)
+            if records and type(records[-1].event) is type(event):
+                return f"schedule of {workflow} is already {verb}"
+            try:
+                await store.append(stream, len(records), [event])
+            except ConcurrencyConflict:
+                continue
+            return f"{verb} the schedule of {workflow}"
+        raise ConcurrencyConflict(stream, -1)
+
+    click.echo(ctx.run(go))
+
+
+@schedules.command(name="pause")
+@click.argument("workflow")
+@click.option("--reason", default="")
+@click.pass_context
+def schedules_pause(click_ctx: click.Context, workflow: str, reason: str) -> None:
+    """Stop a schedule from creating runs."""
+    _schedule_event(click_ctx, workflow, SchedulePaused(reason=reason, by=OPERATOR), "paused")
+
+
+@schedules.command(name="resume")
+@click.argument("workflow")
+@click.pass_context
+def schedules_resume(click_ctx: click.Context, workflow: str) -> None:
+    """Let a paused schedule create runs again (missed ticks: per its catch-up policy)."""
+    _schedule_event(click_ctx, workflow, ScheduleResumed(by=OPERATOR), "resumed")

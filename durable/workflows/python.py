@@ -24,6 +24,7 @@ from typing import Any, TypeAlias
 from durable.dag import DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
 from durable.events import TriggerRule
 from durable.retry import RetryPolicy
+from durable.schedule import Schedule
 
 __all__ = ["Param", "TaskRef", "Workflow"]
 
@@ -69,9 +70,11 @@ class Workflow:
         params: dict[str, ParamSpec] | None = None,
         max_active_runs: int | None = None,
         max_duration: float | None = None,
+        schedule: Schedule | None = None,
         description: str = "",
     ) -> None:
         self.name = name
+        self.schedule = schedule
         self.params = dict(params or {})
         self.max_active_runs = max_active_runs
         self.max_duration = max_duration
@@ -324,6 +327,7 @@ class Workflow:
                 params=self.params,
                 max_active_runs=self.max_active_runs,
                 max_duration=self.max_duration,
+                schedule=self.schedule,
                 description=self.description,
                 source=self.source,
             )

@@ -19,10 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from durable.dag import TASK_KINDS, DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
 from durable.retry import RetryPolicy
+from durable.schedule import Schedule
 
 __all__ = ["load_yaml_spec", "spec_to_yaml"]
 
@@ -44,7 +46,7 @@ _MAIN_KEY = {
     "http": "url",
     "sql": "query",
 }
-_TOP = {"workflow", "description", "params", "max_active_runs", "max_duration", "tasks"}
+_TOP = {"workflow", "description", "params", "max_active_runs", "max_duration", "schedule", "tasks"}
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -99,8 +101,20 @@ def load_yaml_spec(path: Path) -> WorkflowSpec:
         for k, v in (doc.get("params") or {}).items()
         if k != "__line__"
     }
+    schedule = None
+    if doc.get("schedule") is not None:
+        raw = doc["schedule"]
+        raw = {"cron": raw} if isinstance(raw, str) else _plain(raw)
+        try:
+            schedule = msgspec.convert(raw, Schedule)
+        except msgspec.ValidationError as exc:
+            raise DefinitionError(
+                _at(path, doc["schedule"]) if isinstance(doc["schedule"], dict) else at,
+                f"schedule: {exc}",
+            ) from None
     try:
         spec = WorkflowSpec(
+            schedule=schedule,
             name=name,
             tasks=tuple(tasks),
             params=params,
@@ -221,6 +235,8 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
     for key in ("max_active_runs", "max_duration"):
         if getattr(spec, key) is not None:
             doc[key] = getattr(spec, key)
+    if spec.schedule is not None:
+        doc["schedule"] = msgspec.to_builtins(spec.schedule)
     tasks: dict[str, Any] = {}
     for t in spec.tasks:
         body: dict[str, Any] = {}

@@ -1,0 +1,161 @@
+"""The scheduler: creates the runs of scheduled workflows, exactly once per tick.
+
+One scheduler is active at a time across processes: the leader holds a session-level
+advisory lock on a connection of its own; when it dies, PostgreSQL drops the lock with
+the connection and a standby takes over. Exactly-once does not rest on the leadership:
+every tick's run is created with the dedup key ``schedule:{workflow}:{logical time}``,
+and the schedule's cursor is derived from the runs themselves (the latest logical time
+run), so a leader killed mid-tick neither loses nor doubles a tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from durable.dag import WorkflowSpec
+from durable.events import SchedulePaused, Trigger, schedule_stream
+from durable.executor import start_run
+from durable.schedule import Tick, due_ticks, next_fire
+from durable.store.postgres import PostgresEventStore
+from durable.workflows.loader import WorkflowRegistry
+
+__all__ = ["Scheduler", "schedule_status", "scheduled_params"]
+
+log = logging.getLogger("durable.scheduler")
+
+_LEADER_LOCK = 0x6475_7261_626C_7301  # pg_try_advisory_lock key ("durable scheduler")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def schedule_status(store: PostgresEventStore, spec: WorkflowSpec) -> dict[str, Any]:
+    """Whether a schedule is paused, where its cursor is, and when it fires next."""
+    assert spec.schedule is not None
+    events = [r.event for r in await store.read_stream(schedule_stream(spec.name))]
+    paused = bool(events) and isinstance(events[-1], SchedulePaused)
+    async with store.pool.acquire() as conn:
+        last = await conn.fetchval(
+            "SELECT max(logical_time) FROM durable.runs "
+            "WHERE workflow = $1 AND trigger_kind = 'schedule'",
+            spec.name,
+        )
+        first_seen = await conn.fetchval(
+            "SELECT min(first_seen) FROM durable.workflow_versions WHERE workflow = $1",
+            spec.name,
+        )
+    last_end = next_fire(spec.schedule, last) if last is not None else None
+    return {
+        "paused": paused,
+        "last_logical_time": last,
+        "last_end": last_end,
+        "first_seen": first_seen,
+    }
+
+
+class Scheduler:
+    """Fires the ticks of every scheduled workflow in ``registry`` while it leads."""
+
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        registry: WorkflowRegistry,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        poll_interval: float = 1.0,
+        tolerance: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.tolerance = tolerance
+        self.leading = asyncio.Event()
+
+    @property
+    def scheduled(self) -> list[WorkflowSpec]:
+        return [w.spec for w in self.registry if w.spec.schedule is not None]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stand by until this process leads, then tick every ``poll_interval``."""
+        while not stop.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.store.dsn, timeout=10)
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+                    self.leading.set()
+                    log.info("scheduler: leading")
+                    while not stop.is_set():
+                        await self.tick()
+                        await conn.fetchval("SELECT 1")  # still connected, still leading
+                        await _wait(stop, self.poll_interval)
+                else:
+                    await _wait(stop, self.poll_interval)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("scheduler: %s; retrying", exc)
+                await _wait(stop, self.poll_interval)
+            finally:
+                self.leading.clear()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    async def tick(self) -> list[str]:
+        """Create the runs due now; returns the ids of runs created by this call."""
+        created: list[str] = []
+        now = self.clock()
+        for spec in self.scheduled:
+            assert spec.schedule is not None
+            status = await schedule_status(self.store, spec)
+            if status["paused"]:
+                continue
+            ticks = due_ticks(
+                spec.schedule,
+                status["last_end"],
+                now,
+                first_seen=status["first_seen"] or now,
+                tolerance=self.tolerance,
+            )
+            for tick in ticks:
+                run_id, new = await start_run(
+                    self.store,
+                    spec,
+                    scheduled_params(spec, tick),
+                    idempotency_key=f"schedule:{spec.name}:{tick.start.isoformat()}",
+                    trigger=Trigger(
+                        kind="schedule",
+                        source=spec.schedule.cron or f"every {spec.schedule.every:g} s",
+                        logical_time=tick.start,
+                        data_interval_start=tick.start,
+                        data_interval_end=tick.end,
+                    ),
+                )
+                if new:
+                    created.append(run_id)
+        return created
+
+
+def scheduled_params(spec: WorkflowSpec, tick: Tick) -> dict[str, Any]:
+    """A scheduled run's params: defaults, and the logical date (in the schedule's zone)
+    for each required ``date`` param."""
+    assert spec.schedule is not None
+    day = tick.start.astimezone(ZoneInfo(spec.schedule.timezone)).date().isoformat()
+    return {
+        name: day
+        for name, p in spec.params.items()
+        if p.type == "date" and p.required and p.default is None
+    }
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
