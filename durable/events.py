@@ -24,6 +24,10 @@ from durable.errors import MalformedEvent, UnknownEventType
 __all__ = [
     "EVENT_TYPES",
     "REGISTRY",
+    "BackfillCancelled",
+    "BackfillPaused",
+    "BackfillRequested",
+    "BackfillResumed",
     "ErrorInfo",
     "Event",
     "EventRegistry",
@@ -50,6 +54,7 @@ __all__ = [
     "Trigger",
     "TriggerRule",
     "Upcaster",
+    "backfill_stream",
     "event_type",
     "run_stream",
     "schedule_stream",
@@ -261,6 +266,39 @@ class ScheduleResumed(_Event, frozen=True, kw_only=True, tag="schedule_resumed")
     by: str | None = None
 
 
+class BackfillRequested(_Event, frozen=True, kw_only=True, tag="backfill_requested"):
+    """A backfill: one run per schedule interval whose logical time is in [start, end)."""
+
+    backfill_id: str
+    workflow: str
+    start: datetime
+    end: datetime
+    intervals: int
+    max_parallel: int | None = None
+    reprocess: Literal["none", "failed", "all"] = "none"
+    by: str | None = None
+
+
+class BackfillPaused(_Event, frozen=True, kw_only=True, tag="backfill_paused"):
+    """No new run of the backfill starts; running ones finish."""
+
+    by: str | None = None
+
+
+class BackfillResumed(_Event, frozen=True, kw_only=True, tag="backfill_resumed"):
+    by: str | None = None
+
+
+class BackfillCancelled(_Event, frozen=True, kw_only=True, tag="backfill_cancelled"):
+    """The backfill stops; its unfinished runs are cancelled."""
+
+    by: str | None = None
+
+
+def backfill_stream(backfill_id: str) -> str:
+    return f"backfill:{backfill_id}"
+
+
 def schedule_stream(workflow: str) -> str:
     """The stream id of a workflow's schedule."""
     return f"schedule:{workflow}"
@@ -285,6 +323,10 @@ Event: TypeAlias = (
     | RerunRequested
     | SchedulePaused
     | ScheduleResumed
+    | BackfillRequested
+    | BackfillPaused
+    | BackfillResumed
+    | BackfillCancelled
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(Event)

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from durable.backfill import backfill_state
 from durable.dag import WorkflowSpec, coerce_params
 from durable.decide import attempt_failed, decide, lost_attempts, map_items, next_wakeup
 from durable.errors import (
@@ -36,10 +37,12 @@ from durable.events import (
     ErrorInfo,
     Event,
     Recorded,
+    RunCancelled,
     RunCreated,
     TaskStarted,
     TaskSucceeded,
     Trigger,
+    backfill_stream,
     run_stream,
 )
 from durable.fold import evolve, fold
@@ -319,13 +322,8 @@ class RunDriver:
         self.loaded = self.ex.registry.version(self.state.workflow, self.state.version)
         if self.loaded is None:
             return  # claimed by mistake: another executor has this version
-        limit = self.spec.max_active_runs
-        if (
-            self.state.status == "pending"
-            and limit
-            and not await self.ex.leases.take_slot(self.spec.name, self.run_id, limit)
-        ):
-            return  # queued: all slots taken; claimed again later
+        if self.state.status == "pending" and not await self._may_start():
+            return  # queued (slots taken, backfill paused): claimed again later
         await self._append(lost_attempts(self.state, self.spec, self.ex.clock()))
         while self._stop is None:
             await self._advance()
@@ -336,6 +334,27 @@ class RunDriver:
             while message is not None and self._stop is None:
                 await self._handle(message)
                 message = self.inbox.get_nowait() if not self.inbox.empty() else None
+
+    async def _may_start(self) -> bool:
+        """Whether a pending run may start now: its workflow's max_active_runs and, for a
+        backfill's run, the backfill's state and max_parallel."""
+        assert self.state is not None
+        limits: list[tuple[str, str, int]] = []
+        if self.spec.max_active_runs:
+            limits.append(("workflow", self.spec.name, self.spec.max_active_runs))
+        trigger = self.state.trigger
+        if trigger.kind == "backfill" and trigger.source:
+            records = await self.ex.store.read_stream(backfill_stream(trigger.source))
+            backfill = backfill_state(r.event for r in records)
+            if backfill is not None:
+                if backfill.status == "cancelled":
+                    await self._append([RunCancelled(reason="backfill cancelled")])
+                    return False
+                if backfill.status == "paused":
+                    return False
+                if backfill.request.max_parallel:
+                    limits.append(("trigger_source", trigger.source, backfill.request.max_parallel))
+        return not limits or await self.ex.leases.take_slot(self.run_id, limits)
 
     async def _next_message(self) -> Any:
         assert self.state is not None

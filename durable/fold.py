@@ -14,6 +14,10 @@ from msgspec.structs import replace
 
 from durable.errors import InvalidTransition
 from durable.events import (
+    BackfillCancelled,
+    BackfillPaused,
+    BackfillRequested,
+    BackfillResumed,
     Event,
     Recorded,
     RerunRequested,
@@ -213,8 +217,15 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
             return _ended(state, recorded, "cancelled", event.reason or "cancelled")
         case RerunRequested():
             return _rerun(state, recorded, event)
-        case SchedulePaused() | ScheduleResumed():
-            _invalid(recorded, "a schedule's event cannot be in a run's stream")
+        case (
+            SchedulePaused()
+            | ScheduleResumed()
+            | BackfillRequested()
+            | BackfillPaused()
+            | BackfillResumed()
+            | BackfillCancelled()
+        ):
+            _invalid(recorded, "a schedule's or backfill's event cannot be in a run's stream")
         case _:
             assert_never(event)
 

@@ -29,6 +29,7 @@ class RunRow(msgspec.Struct, frozen=True, kw_only=True):
     version: str
     status: RunStatus
     trigger_kind: str
+    trigger_source: str | None
     idempotency_key: str | None
     params: dict[str, Any]
     logical_time: datetime | None
@@ -75,6 +76,7 @@ def row_from_created(event: RunCreated, at: datetime) -> RunRow:
         version=event.version,
         status="pending",
         trigger_kind=event.trigger.kind,
+        trigger_source=event.trigger.source,
         idempotency_key=event.idempotency_key,
         params=event.params,
         logical_time=event.trigger.logical_time,
@@ -106,6 +108,7 @@ def row_from_state(run: RunState) -> RunRow:
         version=run.version,
         status=run.status,
         trigger_kind=run.trigger.kind,
+        trigger_source=run.trigger.source,
         idempotency_key=run.idempotency_key,
         params=run.params,
         logical_time=run.trigger.logical_time,

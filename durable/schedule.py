@@ -113,7 +113,7 @@ def fire_times(schedule: Schedule, after: datetime, until: datetime) -> list[dat
     if schedule.every is not None:
         step = timedelta(seconds=schedule.every)
         anchor = schedule.start or datetime(1970, 1, 1, tzinfo=UTC)
-        k = max(0, int((after - anchor) / step) + 1)
+        k = max(0, (after - anchor) // step + 1)
         fixed: list[datetime] = []
         while anchor + k * step <= until and len(fixed) < _MAX_TICKS:
             if anchor + k * step > after:
@@ -136,6 +136,11 @@ def fire_times(schedule: Schedule, after: datetime, until: datetime) -> list[dat
 
 def next_fire(schedule: Schedule, after: datetime) -> datetime:
     """The first fire instant after ``after``."""
+    if schedule.every is not None:
+        step = timedelta(seconds=schedule.every)
+        anchor = schedule.start or datetime(1970, 1, 1, tzinfo=UTC)
+        k = (after - anchor) // step
+        return anchor + (k + 1) * step
     horizon = after + timedelta(days=400)  # every cron fires within a (leap) year
     times = fire_times(schedule, after, horizon)
     if not times:
@@ -151,7 +156,7 @@ def previous_fire(schedule: Schedule, before: datetime) -> datetime:
         k = int((before - anchor) / step)
         candidate = anchor + k * step
         return candidate if candidate < before else candidate - step
-    for days in (2, 40, 400):
+    for days in (2, 40, 400):  # cron: look back until a fire is found
         times = fire_times(
             schedule, before - timedelta(days=days), before - timedelta(microseconds=1)
         )

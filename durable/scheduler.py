@@ -45,8 +45,10 @@ async def schedule_status(store: PostgresEventStore, spec: WorkflowSpec) -> dict
     paused = bool(events) and isinstance(events[-1], SchedulePaused)
     async with store.pool.acquire() as conn:
         last = await conn.fetchval(
+            # a backfill's runs are the schedule's intervals too: the schedule goes on
+            # after the latest interval either of them covered
             "SELECT max(logical_time) FROM durable.runs "
-            "WHERE workflow = $1 AND trigger_kind = 'schedule'",
+            "WHERE workflow = $1 AND trigger_kind IN ('schedule', 'backfill')",
             spec.name,
         )
         first_seen = await conn.fetchval(

@@ -10,6 +10,10 @@ from rich.table import Table
 from rich.text import Text
 
 from durable.events import (
+    BackfillCancelled,
+    BackfillPaused,
+    BackfillRequested,
+    BackfillResumed,
     Event,
     Recorded,
     RerunRequested,
@@ -99,6 +103,13 @@ def summary(event: Event, generation: int | None = None) -> str:
             return f"by {event.by}" if event.by else ""
         case SchedulePaused():
             return f"{event.reason} by {event.by}".strip()
+        case BackfillRequested():
+            return (
+                f"{event.workflow}: {event.intervals} intervals from {when(event.start)} "
+                f"to {when(event.end)}, reprocess {event.reprocess}"
+            )
+        case BackfillPaused() | BackfillResumed() | BackfillCancelled():
+            return f"by {event.by}" if event.by else ""
         case RunSucceeded():
             return ""
         case RunFailed():

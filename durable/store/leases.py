@@ -22,7 +22,8 @@ WITH candidates AS (
     WHERE r.status IN ('pending', 'running')
       AND r.workflow || '@' || r.version = ANY($1::text[])
       AND (l.run_id IS NULL OR l.expires_at < now())
-    ORDER BY r.created_at
+    -- the live lane first: backfill runs never starve scheduled and triggered ones
+    ORDER BY (r.trigger_kind = 'backfill'), r.created_at
     LIMIT $2
     FOR UPDATE OF r SKIP LOCKED
 )
@@ -40,19 +41,18 @@ WHERE run_id = ANY($1::text[]) AND owner = $2
 RETURNING run_id
 """
 
-# Taken in its own statement first: the counting statement's snapshot must come after
-# the lock is held, or two executors could both count the same free slot.
+# Each lock is taken in its own statement first: the counting statement's snapshot must
+# come after the locks are held, or two executors could both count the same free slot.
 _SLOT_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('durable.slot:' || $1::text))"
 
-_SLOT_SQL = """
-UPDATE durable.leases l SET holds_slot = true
-WHERE l.run_id = $2 AND l.owner = $3
-  AND (l.holds_slot OR (
-        SELECT count(*) FROM durable.leases o JOIN durable.runs r ON r.run_id = o.run_id
-        WHERE o.holds_slot AND r.workflow = $1
-          AND r.status NOT IN ('succeeded', 'failed', 'cancelled')) < $4)
-RETURNING l.run_id
-"""
+_SLOT_COUNT_SQL = {
+    "workflow": "SELECT count(*) FROM durable.leases o JOIN durable.runs r ON r.run_id = o.run_id "
+    "WHERE o.holds_slot AND r.workflow = $1 AND o.run_id <> $2 "
+    "AND r.status NOT IN ('succeeded', 'failed', 'cancelled')",
+    "trigger_source": "SELECT count(*) FROM durable.leases o JOIN durable.runs r "
+    "ON r.run_id = o.run_id WHERE o.holds_slot AND r.trigger_source = $1 AND o.run_id <> $2 "
+    "AND r.status NOT IN ('succeeded', 'failed', 'cancelled')",
+}
 
 
 class LeaseManager:
@@ -85,9 +85,20 @@ class LeaseManager:
                 "DELETE FROM durable.leases WHERE run_id = $1 AND owner = $2", run_id, self.owner
             )
 
-    async def take_slot(self, workflow: str, run_id: str, limit: int) -> bool:
-        """Count the run against ``workflow``'s max_active_runs; False when all are taken."""
+    async def take_slot(self, run_id: str, limits: list[tuple[str, str, int]]) -> bool:
+        """Count the run against each ``(kind, key, limit)`` — kind ``workflow`` (its
+        max_active_runs) or ``trigger_source`` (a backfill's max_parallel); False, and
+        nothing taken, when any is full."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_SLOT_LOCK_SQL, workflow)
-            row = await conn.fetchrow(_SLOT_SQL, workflow, run_id, self.owner, limit)
+            for kind, key, _ in sorted(limits):
+                await conn.execute(_SLOT_LOCK_SQL, f"{kind}:{key}")
+            for kind, key, limit in limits:
+                if await conn.fetchval(_SLOT_COUNT_SQL[kind], key, run_id) >= limit:
+                    return False
+            row = await conn.fetchrow(
+                "UPDATE durable.leases SET holds_slot = true WHERE run_id = $1 AND owner = $2 "
+                "RETURNING run_id",
+                run_id,
+                self.owner,
+            )
         return row is not None

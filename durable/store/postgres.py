@@ -62,14 +62,15 @@ WITH lock AS (
     -- a new run: its row is the dedup key (idempotency_key UNIQUE) and its fence
     INSERT INTO durable.runs (run_id, workflow, version, status, trigger_kind,
                               idempotency_key, params, logical_time, created_at, started_at,
-                              finished_at, updated_at, last_seq)
+                              finished_at, updated_at, last_seq, trigger_source)
     SELECT r.run_id, r.workflow, r.version, r.status, r.trigger_kind, r.idempotency_key,
            r.params, r.logical_time, now(), CASE WHEN r.started THEN now() END,
-           CASE WHEN r.finished THEN now() END, now(), r.last_seq
+           CASE WHEN r.finished THEN now() END, now(), r.last_seq, r.trigger_source
     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::jsonb[], $9::timestamptz[], $10::bool[], $11::bool[], $12::int[])
+                $8::jsonb[], $9::timestamptz[], $10::bool[], $11::bool[], $12::int[],
+                $27::text[])
          AS r(run_id, workflow, version, status, trigger_kind, idempotency_key, params,
-              logical_time, started, finished, last_seq)
+              logical_time, started, finished, last_seq, trigger_source)
     CROSS JOIN lock
     ON CONFLICT DO NOTHING
     RETURNING 'run:' || run_id AS stream_id
@@ -125,7 +126,7 @@ FROM appended a
 
 _RUN_COLUMNS = (
     "run_id, workflow, version, status, trigger_kind, idempotency_key, params, logical_time, "
-    "created_at, started_at, finished_at, updated_at, last_seq"
+    "created_at, started_at, finished_at, updated_at, last_seq, trigger_source"
 )
 _RUN_COLUMN_NAMES = [c.strip() for c in _RUN_COLUMNS.split(",")]
 _EVENT_COLUMNS = "stream_id, seq, position, recorded_at, type, version, data"
@@ -644,8 +645,9 @@ def _settle(
 
 
 def _batch_parameters(batch: list[_Append]) -> list[list[Any]]:
-    """The arrays of the batch statement's parameters $2..$26, in order."""
+    """The arrays of the batch statement's parameters $2..$27, in order."""
     new_runs: list[list[Any]] = [[] for _ in range(11)]
+    sources: list[str | None] = []
     run_appends: list[list[Any]] = [[] for _ in range(6)]
     others: list[list[Any]] = [[], [], []]
     events: list[list[Any]] = [[], [], [], [], []]
@@ -670,6 +672,7 @@ def _batch_parameters(batch: list[_Append]) -> list[list[Any]]:
                 last_seq,
             )
             _add_row(new_runs, row)
+            sources.append(c.trigger.source)
         elif a.stream_id.startswith("run:"):
             d = delta_of(a.events, last_seq)
             row = (a.stream_id[4:], a.expected, d.status, last_seq, d.started, d.finish)
@@ -678,7 +681,7 @@ def _batch_parameters(batch: list[_Append]) -> list[list[Any]]:
             _add_row(others, (a.stream_id, a.expected, last_seq))
         for n, (tag, version, data) in enumerate(a.encoded, start=a.expected + 1):
             _add_row(events, (a.stream_id, n, tag, version, data))
-    return [*new_runs, *run_appends, *others, *events]
+    return [*new_runs, *run_appends, *others, *events, sources]
 
 
 def _add_row(columns: list[list[Any]], row: tuple[Any, ...]) -> None:
@@ -714,6 +717,7 @@ def _run_row(r: asyncpg.Record) -> RunRow:
         version=r["version"],
         status=r["status"],
         trigger_kind=r["trigger_kind"],
+        trigger_source=r["trigger_source"],
         idempotency_key=r["idempotency_key"],
         params=msgspec.json.decode(r["params"]),
         logical_time=r["logical_time"],

@@ -1,0 +1,54 @@
+"""Backfills as data: which intervals a backfill covers, and its state from its stream.
+
+Pure. A backfill's runs use the schedule's dedup key (``schedule:{workflow}:{logical
+time}``), so asking again for intervals already covered creates no new runs; what
+happens to existing runs is the backfill's ``reprocess`` policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import msgspec
+
+from durable.events import (
+    BackfillCancelled,
+    BackfillPaused,
+    BackfillRequested,
+    BackfillResumed,
+    Event,
+)
+from durable.schedule import Schedule, Tick, fire_times, next_fire
+
+__all__ = ["BackfillState", "backfill_state", "intervals"]
+
+
+def intervals(schedule: Schedule, start: datetime, end: datetime) -> list[Tick]:
+    """The schedule's intervals whose logical time (their start) is in ``[start, end)``."""
+    tiny = timedelta(microseconds=1)
+    starts = fire_times(schedule, start - tiny, end - tiny)
+    if not starts:
+        return []
+    ends = [*starts[1:], next_fire(schedule, starts[-1])]
+    return [Tick(start=s, end=e) for s, e in zip(starts, ends, strict=True)]
+
+
+class BackfillState(msgspec.Struct, frozen=True, kw_only=True):
+    request: BackfillRequested
+    status: str  # running | paused | cancelled
+
+
+def backfill_state(events: Iterable[Event]) -> BackfillState | None:
+    state: BackfillState | None = None
+    for e in events:
+        match e:
+            case BackfillRequested():
+                state = BackfillState(request=e, status="running")
+            case BackfillPaused() if state is not None and state.status == "running":
+                state = msgspec.structs.replace(state, status="paused")
+            case BackfillResumed() if state is not None and state.status == "paused":
+                state = msgspec.structs.replace(state, status="running")
+            case BackfillCancelled() if state is not None:
+                state = msgspec.structs.replace(state, status="cancelled")
+    return state
