@@ -15,6 +15,7 @@ import msgspec
 
 from durable.errors import DurableError
 from durable.events import TaskNode, TriggerRule
+from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
 from durable.schedule import Schedule, ScheduleError, validate_schedule
 
@@ -75,6 +76,7 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     max_active_runs: int | None = None
     max_duration: float | None = None
     schedule: Schedule | None = None
+    kafka: tuple[KafkaTrigger, ...] = ()
     description: str = ""
     source: str = ""
 
@@ -169,6 +171,14 @@ def validate(spec: WorkflowSpec) -> WorkflowSpec:
             validate_schedule(spec.schedule, where)
         except ScheduleError as exc:
             raise DefinitionError(where, exc.message.split(": ", 1)[-1], hint=exc.hint) from None
+    for rule in spec.kafka:
+        bad = sorted(set(rule.params) - set(spec.params))
+        if bad:
+            raise DefinitionError(
+                where,
+                f"kafka trigger on {rule.topic!r} fills unknown param {bad[0]!r}",
+                hint=f"declared params: {', '.join(spec.params) or '(none)'}",
+            )
     if spec.max_active_runs is not None and spec.max_active_runs < 1:
         raise DefinitionError(where, f"max_active_runs must be >= 1, not {spec.max_active_runs}")
     ordered = _topological(where, spec.tasks)

@@ -96,6 +96,8 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True):
     logical_time: datetime | None = None
     data_interval_start: datetime | None = None
     data_interval_end: datetime | None = None
+    traceparent: str | None = None
+    """W3C trace context of the source (a Kafka header, an HTTP header), kept on the run."""
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):

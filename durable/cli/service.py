@@ -37,6 +37,7 @@ from durable.scheduler import Scheduler
 from durable.state import rerun_plan
 from durable.store.base import EventStore
 from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
+from durable.triggers.kafka import KafkaTriggerService
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
 WORKFLOWS_HELP = "File or folder of workflow definitions (.py, .yaml) [env DURABLE_WORKFLOWS]."
@@ -88,8 +89,23 @@ def load(path: Path) -> WorkflowRegistry:
     envvar="DURABLE_LEASE_SECONDS",
     help="Lease of a claimed run, seconds [env DURABLE_LEASE_SECONDS].",
 )
+@click.option(
+    "--kafka",
+    "kafka_bootstrap",
+    envvar="DURABLE_KAFKA_BOOTSTRAP",
+    metavar="HOST:PORT",
+    help="Kafka bootstrap servers, for workflows with kafka triggers "
+    "[env DURABLE_KAFKA_BOOTSTRAP].",
+)
 @pass_context
-def up(ctx: Context, workflows_path: Path, max_tasks: int, max_runs: int, lease: float) -> None:
+def up(
+    ctx: Context,
+    workflows_path: Path,
+    max_tasks: int,
+    max_runs: int,
+    lease: float,
+    kafka_bootstrap: str | None,
+) -> None:
     """Run the durable service: the executor, against the (embedded) database."""
     registry = load(workflows_path)
 
@@ -104,13 +120,25 @@ def up(ctx: Context, workflows_path: Path, max_tasks: int, max_runs: int, lease:
         )
         scheduler = Scheduler(store, registry)
         scheduling = asyncio.create_task(scheduler.run(stop)) if scheduler.scheduled else None
+        consuming = None
+        if any(w.spec.kafka for w in registry):
+            if not kafka_bootstrap:
+                click.echo(
+                    "durable up: kafka triggers defined but no --kafka / "
+                    "DURABLE_KAFKA_BOOTSTRAP: they are not consumed",
+                    err=True,
+                )
+            else:
+                service = KafkaTriggerService(store, registry, bootstrap=kafka_bootstrap)
+                consuming = asyncio.create_task(service.run(stop))
         names = ", ".join(f"{w.spec.name}@{w.spec.version}" for w in registry)
         click.echo(
             f"durable up: executor {executor.id} on {ctx.description}; workflows: {names}", err=True
         )
         await executor.run(stop)
-        if scheduling is not None:
-            await scheduling
+        for background in (scheduling, consuming):
+            if background is not None:
+                await background
         click.echo("durable up: stopped", err=True)
 
     ctx.run(go)
@@ -376,3 +404,51 @@ def pause(ctx: Context, run_id: str, reason: str) -> None:
 def resume(ctx: Context, run_id: str) -> None:
     """Resume a paused run from its log."""
     _command(ctx, run_id, Resume(by=OPERATOR), "resumed")
+
+
+@main.command(name="dead-letters")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+@pass_context
+def dead_letters(ctx: Context, limit: int, as_json: bool) -> None:
+    """Trigger messages that could not start a run, with the reason, newest first."""
+
+    async def go(store: EventStore) -> list[Any]:
+        assert isinstance(store, PostgresEventStore)
+        async with store.pool.acquire() as conn:
+            return list(
+                await conn.fetch(
+                    'SELECT id, source, topic, partition, "offset", key, value, workflow, reason, '
+                    "received_at FROM durable.dead_letters ORDER BY id DESC LIMIT $1",
+                    limit,
+                )
+            )
+
+    rows = ctx.run(go)
+    if not rows:
+        click.echo("no dead letters", err=True)
+    for r in rows:
+        value = (r["value"] or b"").decode(errors="replace")
+        if as_json:
+            import msgspec
+
+            click.echo(
+                msgspec.json.encode(
+                    {
+                        "id": r["id"],
+                        "source": r["source"],
+                        "topic": r["topic"],
+                        "partition": r["partition"],
+                        "offset": r["offset"],
+                        "workflow": r["workflow"],
+                        "reason": r["reason"],
+                        "value": value,
+                        "received_at": r["received_at"].isoformat(),
+                    }
+                ).decode()
+            )
+        else:
+            click.echo(
+                f"{when(r['received_at'])} {r['source']}:{r['topic']}/{r['partition']}/"
+                f"{r['offset']} -> {r['workflow']}: {r['reason']}  value={value[:80]!r}"
+            )

@@ -280,6 +280,29 @@ class PostgresEventStore:
             raise outcome
         return outcome
 
+    async def append_many_on(
+        self, conn: asyncpg.Connection, appends: Sequence[tuple[str, int, Sequence[Event]]]
+    ) -> list[list[Recorded] | BaseException]:
+        """Several appends in one statement inside the caller's transaction; each outcome
+        is its records or its error (a duplicate run, a conflict) — one does not fail the
+        others. The caller commits them together with whatever else it wrote."""
+        loop = asyncio.get_running_loop()
+        items = [
+            _Append(
+                stream_id,
+                expected,
+                events,
+                [self._encode(stream_id, e) for e in events],
+                loop.create_future(),
+            )
+            for stream_id, expected, events in appends
+        ]
+        for item in items:
+            check_stream_id(item.stream_id)
+        if len({i.stream_id for i in items}) != len(items):
+            raise ValueError("append_many_on takes one append per stream")
+        return await self._write(conn, items) if items else []
+
     async def notify(self, channel: str, payload: str) -> None:
         """Send a notification (committed at once: it is its own transaction)."""
         async with self._pool.acquire() as conn:

@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 
 from durable.dag import DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
 from durable.events import TriggerRule
+from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
 from durable.schedule import Schedule
 
@@ -71,10 +72,12 @@ class Workflow:
         max_active_runs: int | None = None,
         max_duration: float | None = None,
         schedule: Schedule | None = None,
+        kafka: list[KafkaTrigger] | None = None,
         description: str = "",
     ) -> None:
         self.name = name
         self.schedule = schedule
+        self.kafka = tuple(kafka or ())
         self.params = dict(params or {})
         self.max_active_runs = max_active_runs
         self.max_duration = max_duration
@@ -328,6 +331,7 @@ class Workflow:
                 max_active_runs=self.max_active_runs,
                 max_duration=self.max_duration,
                 schedule=self.schedule,
+                kafka=self.kafka,
                 description=self.description,
                 source=self.source,
             )

@@ -23,6 +23,7 @@ import msgspec
 import yaml
 
 from durable.dag import TASK_KINDS, DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
+from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
 from durable.schedule import Schedule
 
@@ -46,7 +47,16 @@ _MAIN_KEY = {
     "http": "url",
     "sql": "query",
 }
-_TOP = {"workflow", "description", "params", "max_active_runs", "max_duration", "schedule", "tasks"}
+_TOP = {
+    "workflow",
+    "description",
+    "params",
+    "max_active_runs",
+    "max_duration",
+    "schedule",
+    "kafka",
+    "tasks",
+}
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -112,8 +122,17 @@ def load_yaml_spec(path: Path) -> WorkflowSpec:
                 _at(path, doc["schedule"]) if isinstance(doc["schedule"], dict) else at,
                 f"schedule: {exc}",
             ) from None
+    kafka: tuple[KafkaTrigger, ...] = ()
+    if doc.get("kafka") is not None:
+        try:
+            kafka = tuple(msgspec.convert(_plain(r), KafkaTrigger) for r in doc["kafka"])
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise DefinitionError(
+                at, f"kafka: {exc}", hint="a list of {topic:, params: {name: source}, filter:}"
+            ) from None
     try:
         spec = WorkflowSpec(
+            kafka=kafka,
             schedule=schedule,
             name=name,
             tasks=tuple(tasks),
@@ -237,6 +256,8 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
             doc[key] = getattr(spec, key)
     if spec.schedule is not None:
         doc["schedule"] = msgspec.to_builtins(spec.schedule)
+    if spec.kafka:
+        doc["kafka"] = msgspec.to_builtins(spec.kafka)
     tasks: dict[str, Any] = {}
     for t in spec.tasks:
         body: dict[str, Any] = {}

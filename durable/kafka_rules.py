@@ -1,0 +1,104 @@
+"""Kafka trigger rules: what a message means for a workflow. Pure.
+
+A rule names a topic, how to fill the run's params from the message, and an optional
+filter. A message is *accepted* (params, dedup key, trace context), *skipped* (the filter
+does not match), or *rejected* with a reason (not JSON, a field missing): rejected
+messages go to the dead letters, never stopping the consumer.
+
+Sources of a value: ``value`` (the JSON payload), ``value.a.b`` (a field in it), ``key``,
+``header.NAME``, ``topic``, ``partition``, ``offset``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = ["Accepted", "KafkaTrigger", "Message", "Rejected", "Skipped", "evaluate"]
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+class KafkaTrigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Start a run of the workflow for each message on ``topic`` matching ``filter``."""
+
+    topic: str
+    params: dict[str, str] = {}
+    filter: dict[str, Any] = {}
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: dict[str, str] = {}
+
+
+class Accepted(msgspec.Struct, frozen=True, kw_only=True):
+    params: dict[str, Any]
+    dedup_key: str
+    traceparent: str | None
+
+
+class Skipped(msgspec.Struct, frozen=True):
+    reason: str
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    reason: str
+
+
+class _Missing(Exception):
+    pass
+
+
+def evaluate(rule: KafkaTrigger, message: Message, workflow: str) -> Accepted | Skipped | Rejected:
+    payload: Any = _NOT_DECODED
+    sources = [*rule.params.values(), *rule.filter]
+    if any(s == "value" or s.startswith("value.") for s in sources):
+        try:
+            payload = msgspec.json.decode(message.value or b"")
+        except msgspec.DecodeError as exc:
+            return Rejected(f"value is not JSON: {exc}")
+    try:
+        for source, wanted in rule.filter.items():
+            if _lookup(message, payload, source) != wanted:
+                return Skipped(f"filter {source} != {wanted!r}")
+        params = {name: _lookup(message, payload, source) for name, source in rule.params.items()}
+    except _Missing as exc:
+        return Rejected(f"{exc.args[0]} is missing from the message")
+    key = message.headers.get(IDEMPOTENCY_HEADER)
+    dedup = (
+        f"kafka:{workflow}:{key}"
+        if key
+        else f"kafka:{workflow}:{message.topic}:{message.partition}:{message.offset}"
+    )
+    return Accepted(params=params, dedup_key=dedup, traceparent=message.headers.get("traceparent"))
+
+
+_NOT_DECODED = object()
+
+
+def _lookup(message: Message, payload: Any, source: str) -> Any:
+    if source == "key":
+        return message.key.decode(errors="replace") if message.key is not None else None
+    if source in ("topic", "partition", "offset"):
+        return getattr(message, source)
+    if source.startswith("header."):
+        name = source[len("header.") :]
+        if name not in message.headers:
+            raise _Missing(source)
+        return message.headers[name]
+    if source == "value":
+        return payload
+    if source.startswith("value."):
+        value = payload
+        for part in source[len("value.") :].split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise _Missing(source)
+            value = value[part]
+        return value
+    raise _Missing(source)

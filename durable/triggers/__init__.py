@@ -1,0 +1,1 @@
+"""Trigger services: sources of events that start runs, each exactly once."""

@@ -1,0 +1,209 @@
+"""The Kafka trigger service: messages start runs, exactly once per message.
+
+Per polled batch, one PostgreSQL transaction writes the runs (each with its dedup key),
+the dead letters of malformed messages, and the consumer's next offsets; offsets are
+committed to Kafka only after that commit. On partition assignment the consumer seeks to
+the offsets stored in PostgreSQL, so a crash anywhere — before the commit, between the
+commit and Kafka's, after both — neither loses a message nor starts a run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from durable.dag import DefinitionError, WorkflowSpec, coerce_params
+from durable.errors import DuplicateRun
+from durable.events import Event, RunCreated, Trigger, run_stream
+from durable.ids import new_run_id
+from durable.kafka_rules import Accepted, KafkaTrigger, Message, Rejected, evaluate
+from durable.store.postgres import PostgresEventStore
+from durable.workflows.loader import WorkflowRegistry
+
+__all__ = ["KafkaTriggerService"]
+
+log = logging.getLogger("durable.triggers.kafka")
+
+
+class KafkaTriggerService:
+    """Consumes the topics of every Kafka trigger rule in ``registry``."""
+
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        registry: WorkflowRegistry,
+        *,
+        bootstrap: str,
+        group_id: str = "durable",
+        max_records: int = 1000,
+    ) -> None:
+        self.store = store
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.max_records = max_records
+        self.rules: dict[str, list[tuple[WorkflowSpec, KafkaTrigger]]] = {}
+        for loaded in registry:
+            for rule in loaded.spec.kafka:
+                self.rules.setdefault(rule.topic, []).append((loaded.spec, rule))
+        self.ready = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.rules:
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self.consumer = consumer
+        consumer.subscribe(list(self.rules), listener=_SeekToStored(self, consumer))
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                if consumer.assignment():
+                    self.ready.set()
+                if not batch:
+                    continue
+                offsets = await self.process(batch)
+                await consumer.commit({tp: n for tp, n in offsets.items()})
+        finally:
+            await consumer.stop()
+
+    async def stored_offsets(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        wanted = list(partitions)
+        async with self.store.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT topic, partition, next_offset FROM durable.kafka_offsets "
+                "WHERE group_id = $1 AND topic = ANY($2::text[])",
+                self.group_id,
+                [tp.topic for tp in wanted],
+            )
+        stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        return {tp: stored[tp] for tp in wanted if tp in stored}
+
+    async def process(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> dict[TopicPartition, int]:
+        """Record one polled batch; returns the next offset of each partition."""
+        appends: dict[str, tuple[str, int, list[Event]]] = {}
+        seen_keys: set[str] = set()
+        dead: list[tuple[Any, ...]] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            for rec in records:
+                offsets[tp] = rec.offset + 1
+                message = Message(
+                    topic=rec.topic,
+                    partition=rec.partition,
+                    offset=rec.offset,
+                    key=rec.key,
+                    value=rec.value,
+                    headers={k: v.decode(errors="replace") for k, v in (rec.headers or [])},
+                )
+                for spec, rule in self.rules.get(rec.topic, []):
+                    outcome = evaluate(rule, message, spec.name)
+                    if isinstance(outcome, Accepted):
+                        try:
+                            params = coerce_params(
+                                spec.params, outcome.params, where=f"workflow {spec.name!r}"
+                            )
+                        except DefinitionError as exc:
+                            outcome = Rejected(str(exc))
+                    if isinstance(outcome, Rejected):
+                        dead.append(_dead_letter(message, spec.name, outcome.reason))
+                    elif isinstance(outcome, Accepted) and outcome.dedup_key not in seen_keys:
+                        seen_keys.add(outcome.dedup_key)
+                        run_id = new_run_id()
+                        appends[run_id] = (
+                            run_stream(run_id),
+                            0,
+                            [
+                                RunCreated(
+                                    run_id=run_id,
+                                    workflow=spec.name,
+                                    version=spec.version,
+                                    tasks=spec.nodes(),
+                                    params=params,
+                                    idempotency_key=outcome.dedup_key,
+                                    trigger=Trigger(
+                                        kind="kafka",
+                                        source=f"{rec.topic}/{rec.partition}/{rec.offset}",
+                                        traceparent=outcome.traceparent,
+                                    ),
+                                )
+                            ],
+                        )
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            results = await self.store.append_many_on(conn, list(appends.values()))
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, DuplicateRun):
+                    raise result  # roll back: nothing of this batch, offsets included
+            if dead:
+                await conn.executemany(
+                    'INSERT INTO durable.dead_letters (source, topic, partition, "offset", key, '
+                    "value, headers, workflow, reason) VALUES ('kafka', $1, $2, $3, $4, $5, $6, $7, $8) "
+                    "ON CONFLICT DO NOTHING",
+                    dead,
+                )
+            await conn.executemany(
+                "INSERT INTO durable.kafka_offsets (group_id, topic, partition, next_offset) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, topic, partition) DO UPDATE "
+                "SET next_offset = GREATEST(durable.kafka_offsets.next_offset, excluded.next_offset), "
+                "updated_at = now()",
+                [(self.group_id, tp.topic, tp.partition, n) for tp, n in offsets.items()],
+            )
+        return offsets
+
+
+def _dead_letter(message: Message, workflow: str, reason: str) -> tuple[Any, ...]:
+    return (
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        msgspec.json.encode(message.headers),
+        workflow,
+        reason,
+    )
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, continue from the offsets PostgreSQL has, not Kafka's."""
+
+    def __init__(self, service: KafkaTriggerService, consumer: AIOKafkaConsumer) -> None:
+        self.service = service
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        try:
+            stored = await self.service.stored_offsets(assigned)
+            ends = await self.consumer.end_offsets(list(stored)) if stored else {}
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("could not read stored offsets (%s); using Kafka's", exc)
+            return
+        for tp, offset in stored.items():
+            if offset > ends.get(tp, offset):
+                # the log is shorter than we remember (a new or emptied topic): from its
+                # start; producer idempotency keys still keep runs exactly-once
+                log.warning(
+                    "%s: stored offset %d is past the log's end; reading from the start", tp, offset
+                )
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
