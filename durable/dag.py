@@ -17,6 +17,7 @@ from durable.errors import DurableError
 from durable.events import TaskNode, TriggerRule
 from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
+from durable.s3_rules import S3Trigger
 from durable.schedule import Schedule, ScheduleError, validate_schedule
 
 __all__ = [
@@ -77,6 +78,7 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     max_duration: float | None = None
     schedule: Schedule | None = None
     kafka: tuple[KafkaTrigger, ...] = ()
+    s3: tuple[S3Trigger, ...] = ()
     description: str = ""
     source: str = ""
 

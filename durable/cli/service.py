@@ -38,6 +38,7 @@ from durable.state import rerun_plan
 from durable.store.base import EventStore
 from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
 from durable.triggers.kafka import KafkaTriggerService
+from durable.triggers.s3 import S3PollingService
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
 WORKFLOWS_HELP = "File or folder of workflow definitions (.py, .yaml) [env DURABLE_WORKFLOWS]."
@@ -136,7 +137,10 @@ def up(
             f"durable up: executor {executor.id} on {ctx.description}; workflows: {names}", err=True
         )
         await executor.run(stop)
-        for background in (scheduling, consuming):
+        polling = None
+        if any(w.spec.s3 for w in registry):
+            polling = asyncio.create_task(S3PollingService(store, registry).run(stop))
+        for background in (scheduling, consuming, polling):
             if background is not None:
                 await background
         click.echo("durable up: stopped", err=True)

@@ -25,6 +25,7 @@ from durable.dag import DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, vali
 from durable.events import TriggerRule
 from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
+from durable.s3_rules import S3Trigger
 from durable.schedule import Schedule
 
 __all__ = ["Param", "TaskRef", "Workflow"]
@@ -73,11 +74,13 @@ class Workflow:
         max_duration: float | None = None,
         schedule: Schedule | None = None,
         kafka: list[KafkaTrigger] | None = None,
+        s3: list[S3Trigger] | None = None,
         description: str = "",
     ) -> None:
         self.name = name
         self.schedule = schedule
         self.kafka = tuple(kafka or ())
+        self.s3 = tuple(s3 or ())
         self.params = dict(params or {})
         self.max_active_runs = max_active_runs
         self.max_duration = max_duration
@@ -332,6 +335,7 @@ class Workflow:
                 max_duration=self.max_duration,
                 schedule=self.schedule,
                 kafka=self.kafka,
+                s3=self.s3,
                 description=self.description,
                 source=self.source,
             )

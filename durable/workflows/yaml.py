@@ -25,6 +25,7 @@ import yaml
 from durable.dag import TASK_KINDS, DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
 from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
+from durable.s3_rules import S3Trigger
 from durable.schedule import Schedule
 
 __all__ = ["load_yaml_spec", "spec_to_yaml"]
@@ -130,8 +131,17 @@ def load_yaml_spec(path: Path) -> WorkflowSpec:
             raise DefinitionError(
                 at, f"kafka: {exc}", hint="a list of {topic:, params: {name: source}, filter:}"
             ) from None
+    s3: tuple[S3Trigger, ...] = ()
+    if doc.get("s3") is not None:
+        try:
+            s3 = tuple(msgspec.convert(_plain(r), S3Trigger) for r in doc["s3"])
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise DefinitionError(
+                at, f"s3: {exc}", hint="a list of {bucket:, prefix:, suffix:, params:}"
+            ) from None
     try:
         spec = WorkflowSpec(
+            s3=s3,
             kafka=kafka,
             schedule=schedule,
             name=name,
@@ -258,6 +268,8 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
         doc["schedule"] = msgspec.to_builtins(spec.schedule)
     if spec.kafka:
         doc["kafka"] = msgspec.to_builtins(spec.kafka)
+    if spec.s3:
+        doc["s3"] = msgspec.to_builtins(spec.s3)
     tasks: dict[str, Any] = {}
     for t in spec.tasks:
         body: dict[str, Any] = {}

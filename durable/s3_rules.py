@@ -1,0 +1,43 @@
+"""Object-storage trigger rules: which new objects start runs, with which params. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = ["S3Object", "S3Trigger", "object_dedup_key", "object_params"]
+
+FIELDS = ("bucket", "key", "size", "etag", "version_id", "last_modified")
+
+
+class S3Trigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Start a run for each new object (or new version of one) under ``prefix``.
+
+    ``params`` maps a workflow param to an object field (bucket, key, size, etag,
+    version_id, last_modified); by default each declared param named like a field gets it.
+    """
+
+    bucket: str
+    prefix: str = ""
+    suffix: str = ""
+    params: dict[str, str] = {}
+
+
+class S3Object(msgspec.Struct, frozen=True, kw_only=True):
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version_id: str | None = None
+    last_modified: str | None = None
+
+
+def object_dedup_key(workflow: str, obj: S3Object) -> str:
+    """One run per object version, whoever reports it (polling, event notifications)."""
+    return f"s3:{workflow}:{obj.bucket}:{obj.key}:{obj.version_id or obj.etag}"
+
+
+def object_params(rule: S3Trigger, declared: list[str], obj: S3Object) -> dict[str, Any]:
+    mapping = rule.params or {name: name for name in declared if name in FIELDS}
+    return {param: getattr(obj, field) for param, field in mapping.items()}

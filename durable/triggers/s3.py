@@ -1,0 +1,126 @@
+"""The object-storage trigger: polls buckets (any S3 API: AWS, MinIO, Scaleway).
+
+Each poll lists the rule's prefix (paginated) and starts one run per object version not
+seen before. The runs' dedup keys (``s3:{workflow}:{bucket}:{key}:{etag or version}``)
+are the persisted cursor: a restart loses nothing and doubles nothing, and an object
+overwritten with new content (a new etag) is a new version, so it starts a run too.
+Endpoint errors are logged and retried on the next poll; they never stop the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from durable.dag import DefinitionError, WorkflowSpec
+from durable.events import Trigger
+from durable.executor import start_run
+from durable.s3_rules import S3Object, S3Trigger, object_dedup_key, object_params
+from durable.store.postgres import PostgresEventStore
+from durable.workflows.loader import WorkflowRegistry
+
+__all__ = ["S3PollingService"]
+
+log = logging.getLogger("durable.triggers.s3")
+
+
+class S3PollingService:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        registry: WorkflowRegistry,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.endpoint_url = endpoint_url or os.environ.get("DURABLE_S3_ENDPOINT")
+        self.region = region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+        self.poll_interval = poll_interval
+        self.rules = [(w.spec, rule) for w in registry for rule in w.spec.s3]
+        self.polls = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.rules:
+            return
+        session = get_session()
+        while not stop.is_set():
+            try:
+                async with session.create_client(
+                    "s3", endpoint_url=self.endpoint_url, region_name=self.region
+                ) as client:
+                    while not stop.is_set():
+                        for spec, rule in self.rules:
+                            try:
+                                await self.poll(client, spec, rule)
+                            except (BotoCoreError, ClientError, OSError) as exc:
+                                log.warning(
+                                    "s3://%s/%s: %s; retrying next poll",
+                                    rule.bucket,
+                                    rule.prefix,
+                                    exc,
+                                )
+                        self.polls += 1
+                        await _pause(stop, self.poll_interval)
+            except (BotoCoreError, ClientError, OSError) as exc:  # e.g. no credentials
+                log.warning("object storage client: %s; retrying", exc)
+                self.polls += 1
+                await _pause(stop, self.poll_interval)
+
+    async def poll(self, client: Any, spec: WorkflowSpec, rule: S3Trigger) -> list[str]:
+        """One pass over the prefix; returns the ids of the runs it started."""
+        started: list[str] = []
+        paginator = client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=rule.bucket, Prefix=rule.prefix):
+            objects = [
+                S3Object(
+                    bucket=rule.bucket,
+                    key=o["Key"],
+                    size=int(o["Size"]),
+                    etag=str(o["ETag"]).strip('"'),
+                    last_modified=o["LastModified"].isoformat() if o.get("LastModified") else None,
+                )
+                for o in page.get("Contents", [])
+                if o["Key"].endswith(rule.suffix)
+            ]
+            keys = {object_dedup_key(spec.name, o): o for o in objects}
+            async with self.store.pool.acquire() as conn:
+                seen = {
+                    r["idempotency_key"]
+                    for r in await conn.fetch(
+                        "SELECT idempotency_key FROM durable.runs WHERE idempotency_key = ANY($1::text[])",
+                        list(keys),
+                    )
+                }
+            new = [(k, o) for k, o in keys.items() if k not in seen]
+            results = await asyncio.gather(*(self._start(spec, rule, k, o) for k, o in new))
+            started += [r for r in results if r]
+        return started
+
+    async def _start(
+        self, spec: WorkflowSpec, rule: S3Trigger, key: str, obj: S3Object
+    ) -> str | None:
+        try:
+            run_id, created = await start_run(
+                self.store,
+                spec,
+                object_params(rule, list(spec.params), obj),
+                idempotency_key=key,
+                trigger=Trigger(kind="s3", source=f"s3://{obj.bucket}/{obj.key}"),
+            )
+        except DefinitionError as exc:
+            log.warning("s3://%s/%s cannot start %s: %s", obj.bucket, obj.key, spec.name, exc)
+            return None
+        return run_id if created else None
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
