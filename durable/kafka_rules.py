@@ -11,11 +11,20 @@ Sources of a value: ``value`` (the JSON payload), ``value.a.b`` (a field in it),
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import unquote_plus
 
 import msgspec
 
-__all__ = ["Accepted", "KafkaTrigger", "Message", "Rejected", "Skipped", "evaluate"]
+__all__ = [
+    "Accepted",
+    "KafkaTrigger",
+    "Message",
+    "Rejected",
+    "Skipped",
+    "evaluate",
+    "evaluate_s3_event",
+]
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -26,6 +35,9 @@ class KafkaTrigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     topic: str
     params: dict[str, str] = {}
     filter: dict[str, Any] = {}
+    format: Literal["json", "s3-event"] = "json"
+    """``s3-event``: the message is an S3 event notification (the AWS/MinIO JSON shape);
+    each ObjectCreated record starts a run, deduplicated with the polling trigger."""
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,3 +114,38 @@ def _lookup(message: Message, payload: Any, source: str) -> Any:
             value = value[part]
         return value
     raise _Missing(source)
+
+
+def evaluate_s3_event(
+    message: Message, workflow: str, declared: list[str]
+) -> list[Accepted] | Rejected:
+    """An S3 event notification: one accepted run per ObjectCreated record."""
+    from durable.s3_rules import S3Object, S3Trigger, object_dedup_key, object_params
+
+    try:
+        doc = msgspec.json.decode(message.value or b"")
+        records = doc["Records"]
+        out = []
+        for record in records:
+            if "ObjectCreated" not in str(record.get("eventName", "")):
+                continue
+            obj = record["s3"]["object"]
+            found = S3Object(
+                bucket=record["s3"]["bucket"]["name"],
+                key=unquote_plus(obj["key"]),  # keys arrive URL-encoded
+                size=int(obj.get("size", 0)),
+                etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
+                version_id=obj.get("versionId"),
+            )
+            out.append(
+                Accepted(
+                    params=object_params(S3Trigger(bucket=found.bucket), declared, found),
+                    dedup_key=object_dedup_key(workflow, found),
+                    traceparent=message.headers.get("traceparent"),
+                )
+            )
+        return out
+    except msgspec.DecodeError as exc:
+        return Rejected(f"value is not JSON: {exc}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return Rejected(f"not an S3 event notification: missing or bad {exc}")

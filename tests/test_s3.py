@@ -29,6 +29,12 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         port = s.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
+    import urllib.request
+
+    # moto keeps its state process-wide, across server instances: start empty
+    urllib.request.urlopen(
+        urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"), timeout=10
+    ).close()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     yield f"http://127.0.0.1:{port}"
@@ -138,3 +144,79 @@ async def test_an_unreachable_endpoint_does_not_stop_the_service(
     stop.set()
     await asyncio.wait_for(task, 30)
     assert await pg_store.list_runs() == []
+
+
+async def test_event_notifications_and_polling_start_one_run_per_object(
+    pg_store: PostgresEventStore, s3_endpoint: str
+) -> None:
+    import msgspec
+
+    from durable.kafka_rules import KafkaTrigger
+    from durable.triggers.kafka import KafkaTriggerService
+    from tests.test_kafka import TOPIC, Broker, create_topic, produce
+
+    wf = Workflow(
+        "ingest",
+        params={
+            "bucket": Param(),
+            "key": Param(),
+            "size": Param("int", default=0),
+            "etag": Param(),
+        },
+        s3=[S3Trigger(bucket="landing", prefix="sales/")],
+        kafka=[KafkaTrigger(topic=TOPIC, format="s3-event")],
+    )
+    wf.shell("load", "true")
+    async with s3(s3_endpoint) as client:
+        await client.create_bucket(Bucket="landing")  # type: ignore[attr-defined]
+        put = await client.put_object(Bucket="landing", Key="sales/day 1.csv", Body=b"a\n")  # type: ignore[attr-defined]
+    etag = put["ETag"].strip('"')
+
+    def notification(key: str, tag: str) -> bytes:  # the AWS / MinIO shape; keys URL-encoded
+        return msgspec.json.encode(
+            {
+                "Records": [
+                    {
+                        "eventName": "s3:ObjectCreated:Put",
+                        "s3": {
+                            "bucket": {"name": "landing"},
+                            "object": {"key": key, "size": 2, "eTag": tag},
+                        },
+                    }
+                ]
+            }
+        )
+
+    broker = Broker()
+    broker.start()
+    try:
+        await create_topic(broker.bootstrap)
+        await produce(
+            broker.bootstrap,
+            [
+                (notification("sales/day+1.csv", etag), {}),  # the object in the bucket
+                (notification("sales/day+1.csv", etag), {}),  # delivered twice
+                (notification("sales/day-2.csv", "abc"), {}),  # only announced
+                (b'{"Records": [{"eventName": "s3:ObjectCreated:Put"}]}', {}),  # malformed
+            ],
+        )
+        service = KafkaTriggerService(pg_store, registry_of(wf), bootstrap=broker.bootstrap)
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        for _ in range(300):
+            if len(await runs_by_key(pg_store)) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    finally:
+        broker.stop()
+    async with polling(pg_store, wf, s3_endpoint) as poller:
+        await settle(poller)
+    runs = await runs_by_key(pg_store)
+    assert sorted(runs) == ["sales/day 1.csv", "sales/day-2.csv"]
+    assert [len(v) for v in runs.values()] == [1, 1]  # reported twice + polled: one run
+    async with pg_store.pool.acquire() as conn:
+        reasons = [r["reason"] for r in await conn.fetch("SELECT reason FROM durable.dead_letters")]
+    assert reasons == ["not an S3 event notification: missing or bad 's3'"]

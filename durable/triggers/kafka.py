@@ -23,7 +23,15 @@ from durable.dag import DefinitionError, WorkflowSpec, coerce_params
 from durable.errors import DuplicateRun
 from durable.events import Event, RunCreated, TaskNode, Trigger, run_stream
 from durable.ids import new_run_id
-from durable.kafka_rules import Accepted, KafkaTrigger, Message, Rejected, evaluate
+from durable.kafka_rules import (
+    Accepted,
+    KafkaTrigger,
+    Message,
+    Rejected,
+    Skipped,
+    evaluate,
+    evaluate_s3_event,
+)
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry
 
@@ -135,38 +143,40 @@ class KafkaTriggerService:
                     headers={k: v.decode(errors="replace") for k, v in (rec.headers or [])},
                 )
                 for spec, rule in self.rules.get(rec.topic, []):
-                    outcome = evaluate(rule, message, spec.name)
-                    if isinstance(outcome, Accepted):
-                        try:
-                            params = coerce_params(
-                                spec.params, outcome.params, where=f"workflow {spec.name!r}"
-                            )
-                        except DefinitionError as exc:
-                            outcome = Rejected(str(exc))
-                    if isinstance(outcome, Rejected):
-                        dead.append(_dead_letter(message, spec.name, outcome.reason))
-                    elif isinstance(outcome, Accepted) and outcome.dedup_key not in seen_keys:
-                        seen_keys.add(outcome.dedup_key)
-                        run_id = new_run_id()
-                        appends[run_id] = (
-                            run_stream(run_id),
-                            0,
-                            [
-                                RunCreated(
-                                    run_id=run_id,
-                                    workflow=spec.name,
-                                    version=self._pinned[spec.name][0],
-                                    tasks=self._pinned[spec.name][1],
-                                    params=params,
-                                    idempotency_key=outcome.dedup_key,
-                                    trigger=Trigger(
-                                        kind="kafka",
-                                        source=f"{rec.topic}/{rec.partition}/{rec.offset}",
-                                        traceparent=outcome.traceparent,
-                                    ),
+                    outcomes: list[Accepted | Skipped | Rejected]
+                    if rule.format == "s3-event":
+                        many = evaluate_s3_event(message, spec.name, list(spec.params))
+                        outcomes = list(many) if isinstance(many, list) else [many]
+                    else:
+                        outcomes = [evaluate(rule, message, spec.name)]
+                    for outcome in outcomes:
+                        if isinstance(outcome, Accepted):
+                            try:
+                                params = coerce_params(
+                                    spec.params, outcome.params, where=f"workflow {spec.name!r}"
                                 )
-                            ],
-                        )
+                            except DefinitionError as exc:
+                                outcome = Rejected(str(exc))
+                        if isinstance(outcome, Rejected):
+                            dead.append(_dead_letter(message, spec.name, outcome.reason))
+                        elif isinstance(outcome, Accepted) and outcome.dedup_key not in seen_keys:
+                            seen_keys.add(outcome.dedup_key)
+                            run_id = new_run_id()
+                            version, nodes = self._pinned[spec.name]
+                            created = RunCreated(
+                                run_id=run_id,
+                                workflow=spec.name,
+                                version=version,
+                                tasks=nodes,
+                                params=params,
+                                idempotency_key=outcome.dedup_key,
+                                trigger=Trigger(
+                                    kind="kafka",
+                                    source=f"{rec.topic}/{rec.partition}/{rec.offset}",
+                                    traceparent=outcome.traceparent,
+                                ),
+                            )
+                            appends[run_id] = (run_stream(run_id), 0, [created])
         async with self.store.pool.acquire() as conn, conn.transaction():
             results = await self.store.append_many_on(conn, list(appends.values()))
             for result in results:
