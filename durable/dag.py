@@ -17,7 +17,7 @@ from durable.errors import DurableError
 from durable.events import TaskNode, TriggerRule
 from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
-from durable.s3_rules import S3Trigger
+from durable.s3_rules import S3Trigger, WebhookTrigger
 from durable.schedule import Schedule, ScheduleError, validate_schedule
 
 __all__ = [
@@ -79,6 +79,7 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     schedule: Schedule | None = None
     kafka: tuple[KafkaTrigger, ...] = ()
     s3: tuple[S3Trigger, ...] = ()
+    webhook: WebhookTrigger | None = None
     description: str = ""
     source: str = ""
 

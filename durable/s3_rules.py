@@ -1,4 +1,7 @@
-"""Object-storage trigger rules: which new objects start runs, with which params. Pure."""
+"""Object-storage and webhook trigger rules: which events start runs, with which params.
+
+Pure.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["S3Object", "S3Trigger", "object_dedup_key", "object_params"]
+__all__ = ["S3Object", "S3Trigger", "WebhookTrigger", "object_dedup_key", "object_params"]
 
 FIELDS = ("bucket", "key", "size", "etag", "version_id", "last_modified")
 
@@ -41,3 +44,13 @@ def object_dedup_key(workflow: str, obj: S3Object) -> str:
 def object_params(rule: S3Trigger, declared: list[str], obj: S3Object) -> dict[str, Any]:
     mapping = rule.params or {name: name for name in declared if name in FIELDS}
     return {param: getattr(obj, field) for param, field in mapping.items()}
+
+
+class WebhookTrigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Start runs from ``POST /api/v1/hooks/{workflow}``; the JSON body gives the params.
+
+    ``secret_env`` names the environment variable holding the HMAC-SHA256 secret: then a
+    request must carry ``X-Durable-Signature: sha256=<hex digest of the body>``.
+    """
+
+    secret_env: str | None = None

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from aiohttp import web
 
+from durable.api import create_app
 from durable.cli import Context, main, pass_context
 from durable.cli.render import short_json, when
 from durable.dag import DefinitionError
@@ -98,6 +100,13 @@ def load(path: Path) -> WorkflowRegistry:
     help="Kafka bootstrap servers, for workflows with kafka triggers "
     "[env DURABLE_KAFKA_BOOTSTRAP].",
 )
+@click.option(
+    "--http",
+    "http_address",
+    envvar="DURABLE_HTTP",
+    metavar="HOST:PORT",
+    help="Serve the HTTP API (health, webhooks) here [env DURABLE_HTTP].",
+)
 @pass_context
 def up(
     ctx: Context,
@@ -106,8 +115,10 @@ def up(
     max_runs: int,
     lease: float,
     kafka_bootstrap: str | None,
+    http_address: str | None,
 ) -> None:
-    """Run the durable service: the executor, against the (embedded) database."""
+    """Run the durable service: executor, scheduler, triggers (and, with --http, the API),
+    against the (embedded) database."""
     registry = load(workflows_path)
 
     async def go(store: EventStore) -> None:
@@ -137,12 +148,21 @@ def up(
             f"durable up: executor {executor.id} on {ctx.description}; workflows: {names}", err=True
         )
         await executor.run(stop)
+        web_runner = None
+        if http_address:
+            host, _, port = http_address.rpartition(":")
+            web_runner = web.AppRunner(create_app(store, registry))
+            await web_runner.setup()
+            await web.TCPSite(web_runner, host or "127.0.0.1", int(port)).start()
+            click.echo(f"durable up: HTTP API on http://{host or '127.0.0.1'}:{port}", err=True)
         polling = None
         if any(w.spec.s3 for w in registry):
             polling = asyncio.create_task(S3PollingService(store, registry).run(stop))
         for background in (scheduling, consuming, polling):
             if background is not None:
                 await background
+        if web_runner is not None:
+            await web_runner.cleanup()
         click.echo("durable up: stopped", err=True)
 
     ctx.run(go)

@@ -25,7 +25,7 @@ from durable.dag import DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, vali
 from durable.events import TriggerRule
 from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
-from durable.s3_rules import S3Trigger
+from durable.s3_rules import S3Trigger, WebhookTrigger
 from durable.schedule import Schedule
 
 __all__ = ["Param", "TaskRef", "Workflow"]
@@ -75,12 +75,14 @@ class Workflow:
         schedule: Schedule | None = None,
         kafka: list[KafkaTrigger] | None = None,
         s3: list[S3Trigger] | None = None,
+        webhook: WebhookTrigger | None = None,
         description: str = "",
     ) -> None:
         self.name = name
         self.schedule = schedule
         self.kafka = tuple(kafka or ())
         self.s3 = tuple(s3 or ())
+        self.webhook = webhook
         self.params = dict(params or {})
         self.max_active_runs = max_active_runs
         self.max_duration = max_duration
@@ -336,6 +338,7 @@ class Workflow:
                 schedule=self.schedule,
                 kafka=self.kafka,
                 s3=self.s3,
+                webhook=self.webhook,
                 description=self.description,
                 source=self.source,
             )

@@ -25,7 +25,7 @@ import yaml
 from durable.dag import TASK_KINDS, DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
 from durable.kafka_rules import KafkaTrigger
 from durable.retry import RetryPolicy
-from durable.s3_rules import S3Trigger
+from durable.s3_rules import S3Trigger, WebhookTrigger
 from durable.schedule import Schedule
 
 __all__ = ["load_yaml_spec", "spec_to_yaml"]
@@ -139,8 +139,18 @@ def load_yaml_spec(path: Path) -> WorkflowSpec:
             raise DefinitionError(
                 at, f"s3: {exc}", hint="a list of {bucket:, prefix:, suffix:, params:}"
             ) from None
+    webhook = None
+    if doc.get("webhook") is not None:
+        raw_hook = doc["webhook"]
+        try:
+            webhook = msgspec.convert({} if raw_hook is True else _plain(raw_hook), WebhookTrigger)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise DefinitionError(
+                at, f"webhook: {exc}", hint="webhook: {secret_env: NAME}"
+            ) from None
     try:
         spec = WorkflowSpec(
+            webhook=webhook,
             s3=s3,
             kafka=kafka,
             schedule=schedule,
@@ -270,6 +280,8 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
         doc["kafka"] = msgspec.to_builtins(spec.kafka)
     if spec.s3:
         doc["s3"] = msgspec.to_builtins(spec.s3)
+    if spec.webhook is not None:
+        doc["webhook"] = msgspec.to_builtins(spec.webhook)
     tasks: dict[str, Any] = {}
     for t in spec.tasks:
         body: dict[str, Any] = {}

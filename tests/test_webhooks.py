@@ -1,0 +1,103 @@
+"""Webhook triggers through a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from durable import Param, Workflow
+from durable.api import create_app
+from durable.s3_rules import WebhookTrigger
+from durable.store import PostgresEventStore
+from tests.executing import registry_of
+
+SECRET = "s3cr3t"
+
+
+@pytest.fixture
+async def api(pg_store: PostgresEventStore) -> AsyncIterator[str]:
+    signed = Workflow(
+        "signed",
+        params={"day": Param("date", required=True)},
+        webhook=WebhookTrigger(secret_env="HOOK_SECRET"),
+    )
+    signed.shell("a", "true")
+    open_hook = Workflow("open", params={"n": Param("int", default=1)}, webhook=WebhookTrigger())
+    open_hook.shell("a", "true")
+    no_hook = Workflow("closed")
+    no_hook.shell("a", "true")
+    app = create_app(
+        pg_store, registry_of(signed, open_hook, no_hook), environ={"HOOK_SECRET": SECRET}
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def test_signed_webhooks_start_runs_once_per_key(
+    api: str, pg_store: PostgresEventStore
+) -> None:
+    body = b'{"day": "2026-11-21"}'
+    async with aiohttp.ClientSession() as http:
+        headers = {"X-Durable-Signature": sign(body), "Idempotency-Key": "k-1"}
+        first = await http.post(f"{api}/api/v1/hooks/signed", data=body, headers=headers)
+        assert first.status == 202
+        run = await first.json()
+        assert run["created"] is True
+        state = await pg_store.get_run(run["run_id"])  # durable before the 202
+        assert state is not None and state.params == {"day": "2026-11-21"}
+        again = await http.post(f"{api}/api/v1/hooks/signed", data=body, headers=headers)
+        assert again.status == 200 and (await again.json()) == {
+            "run_id": run["run_id"],
+            "created": False,
+        }
+
+        bad = await http.post(
+            f"{api}/api/v1/hooks/signed",
+            data=body,
+            headers={"X-Durable-Signature": sign(body, "wrong")},
+        )
+        assert bad.status == 401
+        assert bad.content_type == "application/problem+json"
+        assert (await bad.json())["title"] == "bad signature"
+        missing = await http.post(f"{api}/api/v1/hooks/signed", data=body)
+        assert missing.status == 401
+    assert len(await pg_store.list_runs()) == 1  # nothing recorded for bad signatures
+
+
+async def test_webhook_errors_are_problem_details(api: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        cases = [
+            ("open", b"{not json", 400, "body is not JSON"),
+            ("open", b"[1, 2]", 400, "bad body"),
+            ("open", b'{"n": "many"}', 400, "bad params"),
+            ("open", b'{"m": 1}', 400, "bad params"),
+            ("ghost", b"{}", 404, "no such workflow"),
+            ("closed", b"{}", 404, "no webhook"),
+        ]
+        for workflow, body, status, title in cases:
+            response = await http.post(f"{api}/api/v1/hooks/{workflow}", data=body)
+            assert response.status == status, (workflow, body)
+            detail = await response.json()
+            assert detail["title"] == title
+        params = await (await http.post(f"{api}/api/v1/hooks/open", data=b'{"n": "many"}')).json()
+        assert params["detail"] == "workflow 'open': param 'n': 'many' is not a valid int"
+        ok = await http.post(f"{api}/api/v1/hooks/open", data=b'{"n": 3}')
+        assert ok.status == 202
+        assert (await (await http.get(f"{api}/healthz")).json()) == {"status": "ok"}
+        assert (await (await http.get(f"{api}/readyz")).json()) == {"status": "ready"}
+        big = await http.post(f"{api}/api/v1/hooks/open", data=b"x" * (2 * 1024 * 1024))
+        assert big.status == 413
