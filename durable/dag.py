@@ -8,6 +8,7 @@ the decisions of a run — sees only this.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from typing import Any, Literal, TypeAlias
 
@@ -175,6 +176,13 @@ def validate(spec: WorkflowSpec) -> WorkflowSpec:
         except ScheduleError as exc:
             raise DefinitionError(where, exc.message.split(": ", 1)[-1], hint=exc.hint) from None
     for rule in spec.kafka:
+        if bool(rule.topic) == bool(rule.pattern):
+            raise DefinitionError(where, "a kafka trigger has either 'topic' or 'pattern'")
+        if rule.pattern:
+            try:
+                re.compile(rule.pattern)
+            except re.error as exc:
+                raise DefinitionError(where, f"kafka pattern {rule.pattern!r}: {exc}") from None
         bad = sorted(set(rule.params) - set(spec.params))
         if bad:
             raise DefinitionError(

@@ -11,6 +11,7 @@ Sources of a value: ``value`` (the JSON payload), ``value.a.b`` (a field in it),
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
@@ -32,10 +33,16 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 class KafkaTrigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Start a run of the workflow for each message on ``topic`` matching ``filter``."""
 
-    topic: str
+    topic: str = ""
+    pattern: str = ""
+    """A regular expression matching topic names (instead of ``topic``)."""
     params: dict[str, str] = {}
     filter: dict[str, Any] = {}
     format: Literal["json", "s3-event"] = "json"
+
+    def matches(self, topic: str) -> bool:
+        return topic == self.topic if self.topic else re.fullmatch(self.pattern, topic) is not None
+
     """``s3-event``: the message is an S3 event notification (the AWS/MinIO JSON shape);
     each ObjectCreated record starts a run, deduplicated with the polling trigger."""
 

@@ -223,3 +223,36 @@ async def test_each_message_starts_exactly_one_run(
                 break
             await asyncio.sleep(0.1)
     assert (await counts(pg_store))[0] == 35
+
+
+def test_rules_match_topics_by_name_or_pattern() -> None:
+    from durable.dag import DefinitionError
+
+    assert KafkaTrigger(topic="orders").matches("orders")
+    assert not KafkaTrigger(topic="orders").matches("orders-eu")
+    assert KafkaTrigger(pattern=r"orders-\w+").matches("orders-eu")
+    assert not KafkaTrigger(pattern=r"orders-\w+").matches("orders")
+    wf = Workflow("w", kafka=[KafkaTrigger(topic="a", pattern="b")])
+    wf.shell("a", "true")
+    with pytest.raises(DefinitionError, match="either 'topic' or 'pattern'"):
+        wf.spec()
+    bad = Workflow("w", kafka=[KafkaTrigger(pattern="(")])
+    bad.shell("a", "true")
+    with pytest.raises(DefinitionError, match="kafka pattern '\\(':"):
+        bad.spec()
+
+
+async def test_a_pattern_rule_consumes_matching_topics(
+    pg_store: PostgresEventStore, broker: Broker
+) -> None:
+    wf = Workflow(
+        "orders",
+        params={"order_id": Param(required=True)},
+        kafka=[KafkaTrigger(pattern="ord.*", params={"order_id": "value.id"})],
+    )
+    wf.shell("book", "true")
+    await create_topic(broker.bootstrap)
+    await produce(broker.bootstrap, [(order(i), {}) for i in range(6)])
+    async with consuming(pg_store, wf, broker.bootstrap):
+        await until(pg_store, 6, 6)
+    assert (await counts(pg_store))[0] == 6

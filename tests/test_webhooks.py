@@ -101,3 +101,24 @@ async def test_webhook_errors_are_problem_details(api: str) -> None:
         assert (await (await http.get(f"{api}/readyz")).json()) == {"status": "ready"}
         big = await http.post(f"{api}/api/v1/hooks/open", data=b"x" * (2 * 1024 * 1024))
         assert big.status == 413
+
+
+async def test_s3_event_notifications_over_http(api: str, pg_store: PostgresEventStore) -> None:
+    note = (
+        b'{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "lake"},'
+        b' "object": {"key": "in/a+b.csv", "size": 5, "eTag": "e1"}}}]}'
+    )
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):  # the storage retries its notification
+            response = await http.post(f"{api}/api/v1/hooks/open/s3-events", data=note)
+            assert response.status == 202
+        body = await response.json()
+        assert [r["created"] for r in body["runs"]] == [False]
+        bad = await http.post(
+            f"{api}/api/v1/hooks/open/s3-events",
+            data=b'{"Records": [{"eventName": "ObjectCreated:Put"}]}',
+        )
+        assert bad.status == 400 and (await bad.json())["title"] == "not an S3 event notification"
+    runs = [r for r in await pg_store.list_runs() if r.trigger_kind == "s3"]
+    assert len(runs) == 1
+    assert runs[0].idempotency_key == "s3:open:lake:in/a b.csv:e1"

@@ -19,6 +19,7 @@ from aiohttp import web
 from durable.dag import DefinitionError
 from durable.events import Trigger
 from durable.executor import start_run
+from durable.kafka_rules import Message, evaluate_s3_event
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry
 
@@ -60,6 +61,71 @@ def create_app(
 
     async def hook(request: web.Request) -> web.Response:
         name = request.match_info["workflow"]
+        checked = await _checked_body(request, name)
+        if isinstance(checked, web.Response):
+            return checked
+        loaded, body = checked
+        try:
+            params: Any = msgspec.json.decode(body) if body else {}
+        except msgspec.DecodeError as exc:
+            return problem(400, "body is not JSON", str(exc))
+        if not isinstance(params, dict):
+            return problem(400, "bad body", "the body must be a JSON object of run params")
+        key = request.headers.get("Idempotency-Key")
+        try:
+            run_id, created = await start_run(
+                store,
+                loaded.spec,
+                params,
+                idempotency_key=f"http:{name}:{key}" if key else None,
+                trigger=Trigger(
+                    kind="http",
+                    source=request.remote,
+                    traceparent=request.headers.get("traceparent"),
+                ),
+            )
+        except DefinitionError as exc:
+            return problem(400, "bad params", exc.message)
+        return web.json_response(
+            {"run_id": run_id, "created": created}, status=202 if created else 200
+        )
+
+    async def s3_events(request: web.Request) -> web.Response:
+        """S3 event notifications (the AWS/MinIO JSON shape) posted by the storage: one run
+        per created object version, deduplicated with polling and Kafka notifications."""
+        name = request.match_info["workflow"]
+        checked = await _checked_body(request, name)
+        if isinstance(checked, web.Response):
+            return checked
+        loaded, body = checked
+        message = Message(
+            topic="http",
+            partition=0,
+            offset=0,
+            value=body,
+            headers={k.lower(): v for k, v in request.headers.items()},
+        )
+        outcome = evaluate_s3_event(message, name, list(loaded.spec.params))
+        if not isinstance(outcome, list):
+            return problem(400, "not an S3 event notification", outcome.reason)
+        runs = []
+        for accepted in outcome:
+            try:
+                run_id, created = await start_run(
+                    store,
+                    loaded.spec,
+                    accepted.params,
+                    idempotency_key=accepted.dedup_key,
+                    trigger=Trigger(
+                        kind="s3", source=request.remote, traceparent=accepted.traceparent
+                    ),
+                )
+            except DefinitionError as exc:
+                return problem(400, "bad params", exc.message)
+            runs.append({"run_id": run_id, "created": created})
+        return web.json_response({"runs": runs}, status=202)
+
+    async def _checked_body(request: web.Request, name: str) -> Any:
         try:
             loaded = registry.get(name)
         except DefinitionError:
@@ -87,32 +153,10 @@ def create_app(
                     "bad signature",
                     f"{SIGNATURE_HEADER} must be sha256=<HMAC-SHA256 of the body>",
                 )
-        try:
-            params: Any = msgspec.json.decode(body) if body else {}
-        except msgspec.DecodeError as exc:
-            return problem(400, "body is not JSON", str(exc))
-        if not isinstance(params, dict):
-            return problem(400, "bad body", "the body must be a JSON object of run params")
-        key = request.headers.get("Idempotency-Key")
-        try:
-            run_id, created = await start_run(
-                store,
-                loaded.spec,
-                params,
-                idempotency_key=f"http:{name}:{key}" if key else None,
-                trigger=Trigger(
-                    kind="http",
-                    source=request.remote,
-                    traceparent=request.headers.get("traceparent"),
-                ),
-            )
-        except DefinitionError as exc:
-            return problem(400, "bad params", exc.message)
-        return web.json_response(
-            {"run_id": run_id, "created": created}, status=202 if created else 200
-        )
+        return loaded, body
 
     app.router.add_get("/healthz", healthz)
+    app.router.add_post("/api/v1/hooks/{workflow}/s3-events", s3_events)
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/api/v1/hooks/{workflow}", hook)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,11 +57,12 @@ class KafkaTriggerService:
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.max_records = max_records
-        self.rules: dict[str, list[tuple[WorkflowSpec, KafkaTrigger]]] = {}
+        self.rules: list[tuple[WorkflowSpec, KafkaTrigger]] = []
+        self._by_topic: dict[str, list[tuple[WorkflowSpec, KafkaTrigger]]] = {}
         self._pinned: dict[str, tuple[str, tuple[TaskNode, ...]]] = {}
         for loaded in registry:
             for rule in loaded.spec.kafka:
-                self.rules.setdefault(rule.topic, []).append((loaded.spec, rule))
+                self.rules.append((loaded.spec, rule))
                 # hashed once, not per message
                 self._pinned[loaded.spec.name] = (loaded.spec.version, loaded.spec.nodes())
         self.ready = asyncio.Event()
@@ -78,7 +80,13 @@ class KafkaTriggerService:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.consumer = consumer
-        consumer.subscribe(list(self.rules), listener=_SeekToStored(self, consumer))
+        listener = _SeekToStored(self, consumer)
+        if any(rule.pattern for _, rule in self.rules):
+            # one subscription: the named topics and the patterns, as one expression
+            parts = [re.escape(r.topic) if r.topic else f"(?:{r.pattern})" for _, r in self.rules]
+            consumer.subscribe(pattern=f"^(?:{'|'.join(parts)})$", listener=listener)
+        else:
+            consumer.subscribe(sorted({r.topic for _, r in self.rules}), listener=listener)
         await consumer.start()
         try:
             while not stop.is_set():
@@ -108,6 +116,12 @@ class KafkaTriggerService:
             for tp, records in more.items():
                 batch.setdefault(tp, []).extend(records)
                 count += len(records)
+
+    def _rules_for(self, topic: str) -> list[tuple[WorkflowSpec, KafkaTrigger]]:
+        rules = self._by_topic.get(topic)
+        if rules is None:
+            rules = self._by_topic[topic] = [(s, r) for s, r in self.rules if r.matches(topic)]
+        return rules
 
     async def stored_offsets(
         self, partitions: Iterable[TopicPartition]
@@ -142,7 +156,7 @@ class KafkaTriggerService:
                     value=rec.value,
                     headers={k: v.decode(errors="replace") for k, v in (rec.headers or [])},
                 )
-                for spec, rule in self.rules.get(rec.topic, []):
+                for spec, rule in self._rules_for(rec.topic):
                     outcomes: list[Accepted | Skipped | Rejected]
                     if rule.format == "s3-event":
                         many = evaluate_s3_event(message, spec.name, list(spec.params))
