@@ -66,6 +66,8 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     retry: RetryPolicy = RetryPolicy()
     timeout: float | None = None
     trigger_rule: TriggerRule = "all_success"
+    produces: tuple[str, ...] = ()
+    """Assets (tables, files) this task writes; its success updates them."""
     description: str = ""
 
 
@@ -81,6 +83,8 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     kafka: tuple[KafkaTrigger, ...] = ()
     s3: tuple[S3Trigger, ...] = ()
     webhook: WebhookTrigger | None = None
+    on_assets: tuple[str, ...] = ()
+    """Run whenever one of these assets is updated (data-aware trigger)."""
     description: str = ""
     source: str = ""
 

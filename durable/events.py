@@ -173,6 +173,8 @@ class TaskSucceeded(_Event, frozen=True, kw_only=True, tag="task_succeeded"):
     generation: int
     attempt: int
     output: Any = None
+    assets: tuple[str, ...] = ()
+    """Assets (tables, files) the task declares it produces: updated by this completion."""
 
 
 class TaskRetryScheduled(_Event, frozen=True, kw_only=True, tag="task_retry_scheduled"):

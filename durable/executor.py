@@ -600,6 +600,7 @@ class RunDriver:
                     generation=result.generation,
                     attempt=result.attempt,
                     output=result.output,
+                    assets=self.spec.task(result.task).produces,
                 )
             else:
                 event = attempt_failed(
@@ -637,7 +638,11 @@ class RunDriver:
                         self.state.last_seq,
                         [
                             TaskSucceeded(
-                                task=name, generation=generation, attempt=attempt, output=output
+                                task=name,
+                                generation=generation,
+                                attempt=attempt,
+                                output=output,
+                                assets=spec.produces,
                             )
                         ],
                     )

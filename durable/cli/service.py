@@ -39,6 +39,7 @@ from durable.scheduler import Scheduler
 from durable.state import rerun_plan
 from durable.store.base import EventStore
 from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
+from durable.triggers.assets import AssetService
 from durable.triggers.kafka import KafkaTriggerService
 from durable.triggers.s3 import S3PollingService
 from durable.workflows.loader import WorkflowRegistry, load_workflows
@@ -158,7 +159,10 @@ def up(
         polling = None
         if any(w.spec.s3 for w in registry):
             polling = asyncio.create_task(S3PollingService(store, registry).run(stop))
-        for background in (scheduling, consuming, polling):
+        tracking = None
+        if any(w.spec.on_assets or any(t.produces for t in w.spec.tasks) for w in registry):
+            tracking = asyncio.create_task(AssetService(store, registry).run(stop))
+        for background in (scheduling, consuming, polling, tracking):
             if background is not None:
                 await background
         if web_runner is not None:
@@ -476,3 +480,36 @@ def dead_letters(ctx: Context, limit: int, as_json: bool) -> None:
                 f"{when(r['received_at'])} {r['source']}:{r['topic']}/{r['partition']}/"
                 f"{r['offset']} -> {r['workflow']}: {r['reason']}  value={value[:80]!r}"
             )
+
+
+@main.command()
+@workflows_option
+@pass_context
+def assets(ctx: Context, workflows_path: Path) -> None:
+    """Assets with their last update, the run and task that produced it, and consumers."""
+    registry = load(workflows_path) if workflows_path.exists() else None
+    consumers: dict[str, list[str]] = {}
+    for loaded in registry or []:
+        for asset in loaded.spec.on_assets:
+            consumers.setdefault(asset, []).append(loaded.spec.name)
+
+    async def go(store: EventStore) -> list[Any]:
+        assert isinstance(store, PostgresEventStore)
+        async with store.pool.acquire() as conn:
+            return list(
+                await conn.fetch(
+                    "SELECT asset, workflow, run_id, task, generation, updated_at "
+                    "FROM durable.assets ORDER BY asset"
+                )
+            )
+
+    rows = ctx.run(go)
+    if not rows:
+        click.echo("no asset updated yet", err=True)
+    for r in rows:
+        gen = f" (generation {r['generation']})" if r["generation"] > 1 else ""
+        used = ", ".join(consumers.get(r["asset"], [])) or "-"
+        click.echo(
+            f"{r['asset']}  updated {when(r['updated_at'])} by {r['workflow']}.{r['task']}"
+            f"{gen} in run {r['run_id']}; triggers: {used}"
+        )

@@ -76,6 +76,7 @@ class Workflow:
         kafka: list[KafkaTrigger] | None = None,
         s3: list[S3Trigger] | None = None,
         webhook: WebhookTrigger | None = None,
+        on_assets: list[str] | None = None,
         description: str = "",
     ) -> None:
         self.name = name
@@ -83,6 +84,7 @@ class Workflow:
         self.kafka = tuple(kafka or ())
         self.s3 = tuple(s3 or ())
         self.webhook = webhook
+        self.on_assets = tuple(on_assets or ())
         self.params = dict(params or {})
         self.max_active_runs = max_active_runs
         self.max_duration = max_duration
@@ -103,6 +105,7 @@ class Workflow:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         trigger_rule: TriggerRule = "all_success",
+        produces: list[str] | None = None,
     ) -> Any:
         """Declare a Python task (sync or async). Use bare or with options."""
 
@@ -120,6 +123,7 @@ class Workflow:
                 timeout,
                 trigger_rule,
                 description=inspect.getdoc(f) or "",
+                produces=produces,
             )
 
         return register(fn) if fn is not None else register
@@ -212,6 +216,7 @@ class Workflow:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         trigger_rule: TriggerRule = "all_success",
+        produces: list[str] | None = None,
     ) -> TaskRef:
         """A shell command; stdout/stderr go to the task log; non-zero exit fails."""
         config: dict[str, Any] = {"command": command}
@@ -221,7 +226,17 @@ class Workflow:
             config["cwd"] = cwd
         if max_memory_mb:
             config["max_memory_mb"] = max_memory_mb
-        return self._declare(name, "shell", config, after, retries, retry, timeout, trigger_rule)
+        return self._declare(
+            name,
+            "shell",
+            config,
+            after,
+            retries,
+            retry,
+            timeout,
+            trigger_rule,
+            produces=produces,
+        )
 
     def http(
         self,
@@ -264,6 +279,7 @@ class Workflow:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         trigger_rule: TriggerRule = "all_success",
+        produces: list[str] | None = None,
     ) -> TaskRef:
         """SQL on a named connection. ``transactional=True`` (durable's own database only):
         the statement and the task's completion commit together — exactly-once effects."""
@@ -272,7 +288,17 @@ class Workflow:
             config["args"] = args
         if transactional:
             config["transactional"] = True
-        return self._declare(name, "sql", config, after, retries, retry, timeout, trigger_rule)
+        return self._declare(
+            name,
+            "sql",
+            config,
+            after,
+            retries,
+            retry,
+            timeout,
+            trigger_rule,
+            produces=produces,
+        )
 
     def sleep(
         self,
@@ -299,6 +325,7 @@ class Workflow:
         timeout: float | None,
         trigger_rule: TriggerRule,
         description: str = "",
+        produces: list[str] | None = None,
     ) -> TaskRef:
         if name in self._tasks:
             raise DefinitionError(f"workflow {self.name!r}", f"task {name!r} is declared twice")
@@ -313,6 +340,7 @@ class Workflow:
             "retry": retry or RetryPolicy(max_attempts=retries + 1),
             "timeout": timeout,
             "trigger_rule": trigger_rule,
+            "produces": tuple(produces or ()),
             "description": description,
         }
         return TaskRef(self, name)
@@ -339,6 +367,7 @@ class Workflow:
                 kafka=self.kafka,
                 s3=self.s3,
                 webhook=self.webhook,
+                on_assets=self.on_assets,
                 description=self.description,
                 source=self.source,
             )

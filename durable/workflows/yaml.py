@@ -30,7 +30,16 @@ from durable.schedule import Schedule
 
 __all__ = ["load_yaml_spec", "spec_to_yaml"]
 
-_COMMON = {"after", "retries", "retry", "timeout", "trigger_rule", "description", "name"}
+_COMMON = {
+    "after",
+    "retries",
+    "retry",
+    "timeout",
+    "trigger_rule",
+    "description",
+    "name",
+    "produces",
+}
 _OPTIONS: dict[str, set[str]] = {
     "python": set(),
     "shell": {"env", "cwd", "max_memory_mb"},
@@ -150,6 +159,7 @@ def load_yaml_spec(path: Path) -> WorkflowSpec:
             ) from None
     try:
         spec = WorkflowSpec(
+            on_assets=tuple(doc.get("on_assets") or ()),
             webhook=webhook,
             s3=s3,
             kafka=kafka,
@@ -235,6 +245,7 @@ def _task(path: Path, name: Any, body: Any) -> TaskSpec:
             retry=policy,
             timeout=body.get("timeout"),
             trigger_rule=body.get("trigger_rule", "all_success"),
+            produces=tuple(body.get("produces") or ()),
             description=body.get("description") or "",
         )
     except TypeError as exc:
@@ -282,6 +293,8 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
         doc["s3"] = msgspec.to_builtins(spec.s3)
     if spec.webhook is not None:
         doc["webhook"] = msgspec.to_builtins(spec.webhook)
+    if spec.on_assets:
+        doc["on_assets"] = list(spec.on_assets)
     tasks: dict[str, Any] = {}
     for t in spec.tasks:
         body: dict[str, Any] = {}
@@ -304,6 +317,8 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
             body["timeout"] = t.timeout
         if t.trigger_rule != "all_success":
             body["trigger_rule"] = t.trigger_rule
+        if t.produces:
+            body["produces"] = list(t.produces)
         tasks[t.name] = body
     doc["tasks"] = tasks
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
