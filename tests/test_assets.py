@@ -14,6 +14,7 @@ from durable.triggers.assets import AssetService
 from tests.executing import running_executor, wait_for_run
 
 PRODUCER = """
+from durable import Workflow
 produce = Workflow("load_sales")
 produce.sql("load", "SELECT 1", produces=["warehouse.sales_daily"])
 produce.shell("log", "true", after=["load"])
