@@ -8,6 +8,7 @@ no task completion is recorded twice, and the transactional SQL task's rows exis
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -241,3 +242,57 @@ async def test_two_executors_share_the_work_and_complete_each_task_once(
         assert completions == {f"s{i}": 1 for i in range(5)}
         executors.update(e.executor for e in events if isinstance(e, TaskStarted))
     assert len(executors) == 2, executors  # both processes did work
+
+
+async def test_sigkill_of_the_scheduler_mid_tick_neither_loses_nor_doubles(
+    pg_store: PostgresEventStore, database_url: str, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    start = (datetime.now(UTC) - timedelta(minutes=400)).replace(second=0, microsecond=0)
+    path = tmp_path / "ticking.py"
+    path.write_text(
+        "from datetime import datetime\n"
+        "from durable import Schedule, Workflow\n"
+        f"wf = Workflow('ticking', schedule=Schedule(every=60, catchup='all', "
+        f"start=datetime.fromisoformat('{start.isoformat()}')))\n"
+        "wf.task(name='noop')(lambda: None)\n"
+    )
+    effects = tmp_path / "effects.log"
+
+    async def runs() -> tuple[int, int, list[datetime]]:
+        async with pg_store.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT logical_time FROM durable.runs WHERE workflow = 'ticking' ORDER BY 1"
+            )
+        times = [r["logical_time"] for r in rows]
+        return len(times), len(set(times)), times
+
+    first = executor_process(database_url, path, effects, "first")
+    try:
+        for _ in range(600):  # until the catch-up is under way, then kill it mid-tick
+            if (await runs())[0] >= 40:
+                break
+            await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    killed_at = (await runs())[0]
+    assert 40 <= killed_at < 399, killed_at  # it really was mid-tick
+
+    second = executor_process(database_url, path, effects, "second")
+    try:
+        for _ in range(600):
+            if (await runs())[0] >= 399:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        second.terminate()
+        second.wait(20)
+    count, distinct, times = await runs()
+    assert count == distinct  # no tick doubled
+    assert times[0] == start
+    assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(times))
+    assert count >= 399  # no tick lost
