@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-DURABLE_VARS = re.compile(r"DURABLE_[A-Z_]+")
+DURABLE_VARS = re.compile(r"DURABLE_[A-Z0-9_]+")
 
 
 def _code_env_vars() -> set[str]:
@@ -24,7 +24,7 @@ def _code_env_vars() -> set[str]:
 def test_compose_file_is_valid_and_refers_to_real_things() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "executor"} <= set(services)
+    assert {"postgres", "kafka", "minio", "executor"} <= set(services)
     known = _code_env_vars()
     for name, service in services.items():
         for dependency in service.get("depends_on", {}):
@@ -93,3 +93,15 @@ def test_the_service_entry_point_runs_the_executor(database_url: str, tmp_path: 
         proc.terminate()
         proc.wait(20)
     assert proc.returncode == 0
+
+
+def test_compose_wires_the_executor_to_kafka_and_object_storage() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["executor"]["environment"]
+    minio = compose["services"]["minio"]["environment"]
+    assert env["DURABLE_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["DURABLE_S3_ENDPOINT"] == "http://minio:9000"
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"])
+    kafka = compose["services"]["kafka"]["environment"]
+    assert kafka["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
