@@ -33,7 +33,20 @@ def test_the_schema_names_every_event_tag() -> None:
     assert tags <= encoded
 
 
-CORE = ["errors", "events", "state", "fold", "runs_view", "decide", "dag", "retry"]
+CORE = [
+    "errors",
+    "events",
+    "state",
+    "fold",
+    "runs_view",
+    "decide",
+    "dag",
+    "retry",
+    "schedule",
+    "backfill",
+    "kafka_rules",
+    "s3_rules",
+]
 FORBIDDEN = (
     "asyncio",
     "asyncpg",

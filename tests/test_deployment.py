@@ -102,6 +102,8 @@ def test_compose_wires_the_executor_to_kafka_and_object_storage() -> None:
     assert env["DURABLE_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert env["DURABLE_S3_ENDPOINT"] == "http://minio:9000"
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
-        minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"])
+        minio["MINIO_ROOT_USER"],
+        minio["MINIO_ROOT_PASSWORD"],
+    )
     kafka = compose["services"]["kafka"]["environment"]
     assert kafka["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
