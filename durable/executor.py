@@ -221,10 +221,15 @@ class Executor:
         free = self.max_runs - len(self.drivers)
         keys = [f"{name}@{version}" for name, version in self.registry.versions()]
         for run_id in await self.leases.claim(keys, min(free, 200)):
-            if run_id not in self.drivers:
-                driver = RunDriver(self, run_id)
-                self.drivers[run_id] = driver
-                driver.start()
+            if run_id in self.drivers:
+                # Its driver is letting go right now (it released the lease, it has not
+                # left yet): give the claim back, the next poll takes the run properly.
+                # Kept, the lease would have no driver to renew it, and stall the run.
+                await self.leases.release(run_id)
+                continue
+            driver = RunDriver(self, run_id)
+            self.drivers[run_id] = driver
+            driver.start()
 
     async def _heartbeat(self) -> None:
         while True:

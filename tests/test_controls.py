@@ -120,7 +120,8 @@ async def test_max_active_runs_queues_extra_runs(pg_store: PostgresEventStore) -
 
     async with running_executor(pg_store, registry_of(wf), poll_interval=0.1):
         runs = [(await start_run(pg_store, wf.spec(), {}))[0] for _ in range(6)]
-        states = [await wait_for_run(pg_store, r) for r in runs]
+        # well under the lease TTL (30 s): a run stalled on an orphaned lease fails this
+        states = [await wait_for_run(pg_store, r, timeout=15) for r in runs]
     assert {s.status for s in states} == {"succeeded"}
     assert peak == 2
 
