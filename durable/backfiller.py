@@ -17,8 +17,9 @@ from typing import Any, Literal
 import msgspec
 
 from durable.backfill import BackfillState, backfill_state, intervals
+from durable.commands import apply_command
 from durable.dag import DefinitionError, WorkflowSpec
-from durable.decide import Cancel, CommandRejected, Rerun, decide_command
+from durable.decide import Cancel, CommandRejected, Rerun
 from durable.errors import ConcurrencyConflict, DurableError
 from durable.events import (
     BackfillCancelled,
@@ -27,14 +28,12 @@ from durable.events import (
     BackfillResumed,
     Trigger,
     backfill_stream,
-    run_stream,
 )
 from durable.executor import start_run
-from durable.fold import fold
 from durable.ids import new_run_id
 from durable.schedule import Tick
 from durable.scheduler import scheduled_params
-from durable.store.postgres import CONTROL_CHANNEL, RUNS_CHANNEL, PostgresEventStore
+from durable.store.postgres import RUNS_CHANNEL, PostgresEventStore
 
 __all__ = [
     "BackfillPlan",
@@ -179,23 +178,12 @@ async def _apply(
 
 
 async def _command(store: PostgresEventStore, run_id: str, command: Any) -> bool:
-    for _ in range(10):
-        state = fold(await store.read_stream(run_stream(run_id)))
-        if state is None:
-            return False
-        try:
-            events = decide_command(state, command)
-        except CommandRejected:
-            return False
-        if not events:
-            return False
-        try:
-            await store.append(run_stream(run_id), state.last_seq, events)
-        except ConcurrencyConflict:
-            continue
-        await store.notify(CONTROL_CHANNEL, run_id)
-        return True
-    return False
+    """Apply a command to one of the backfill's runs; False if refused or already applied."""
+    try:
+        _, appended = await apply_command(store, run_id, command)
+    except CommandRejected:
+        return False
+    return bool(appended)
 
 
 async def load_backfill(store: PostgresEventStore, backfill_id: str) -> BackfillState:

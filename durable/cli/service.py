@@ -15,9 +15,10 @@ from aiohttp import web
 from durable.api import create_app
 from durable.cli import Context, main, pass_context
 from durable.cli.render import short_json, when
+from durable.commands import apply_command
 from durable.dag import DefinitionError
 from durable.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
-from durable.errors import ConcurrencyConflict, StreamNotFound
+from durable.errors import StreamNotFound
 from durable.events import (
     RunCancelled,
     RunFailed,
@@ -38,7 +39,7 @@ from durable.ids import new_run_id
 from durable.scheduler import Scheduler
 from durable.state import rerun_plan
 from durable.store.base import EventStore
-from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
+from durable.store.postgres import PostgresEventStore
 from durable.triggers.assets import AssetService
 from durable.triggers.kafka import KafkaTriggerService
 from durable.triggers.s3 import S3PollingService
@@ -333,25 +334,15 @@ def _command(
 ) -> None:
     async def go(store: EventStore) -> str:
         assert isinstance(store, PostgresEventStore)
-        for _ in range(10):
-            records = await _records(store, run_id)
-            state = fold(records)
-            assert state is not None
-            events = decide_command(state, command)
-            if not events:
-                if isinstance(command, Rerun):
-                    return f"rerun request {command.request_id} was already applied to run {run_id}"
-                return f"run {run_id} is already {state.status}"
-            try:
-                await store.append(run_stream(run_id), state.last_seq, events)
-            except ConcurrencyConflict:
-                continue  # the executor appended meanwhile: decide again
-            await store.notify(CONTROL_CHANNEL, run_id)
-            if follow_run:
-                click.echo(f"{verb} run {run_id}")
-                return await follow(store, run_id)
-            return f"{verb} run {run_id}"
-        raise ConcurrencyConflict(run_stream(run_id), -1)
+        state, appended = await apply_command(store, run_id, command)
+        if not appended:
+            if isinstance(command, Rerun):
+                return f"rerun request {command.request_id} was already applied to run {run_id}"
+            return f"run {run_id} is already {state.status}"
+        if follow_run:
+            click.echo(f"{verb} run {run_id}")
+            return await follow(store, run_id)
+        return f"{verb} run {run_id}"
 
     outcome = ctx.run(go)
     if follow_run:
