@@ -41,7 +41,8 @@ def progress_bar(description: str) -> Progress:
     )
 
 
-async def _run_records(store: EventStore, run_id: str) -> list[Recorded]:
+async def run_records(store: EventStore, run_id: str) -> list[Recorded]:
+    """A run's whole history; an unknown id is one clear error naming the run."""
     try:
         return await store.require_stream(run_stream(run_id))
     except StreamNotFound as exc:
@@ -54,7 +55,7 @@ async def _run_records(store: EventStore, run_id: str) -> list[Recorded]:
 @pass_context
 def history(ctx: Context, run_id: str, as_json: bool) -> None:
     """Show a run's events: seq, time, type, task, generation, attempt, summary."""
-    records = ctx.run(lambda store: _run_records(store, run_id))
+    records = ctx.run(lambda store: run_records(store, run_id))
     if as_json:
         out = sys.stdout.buffer
         for r in records:
@@ -108,7 +109,7 @@ def replay(
         assert run_id is not None  # checked above
 
         async def load(store: EventStore) -> tuple[list[Recorded], RunRow | None]:
-            records = await _run_records(store, run_id)
+            records = await run_records(store, run_id)
             return records, (await store.get_run(run_id) if verify else None)
 
         records, row = ctx.run(load)
@@ -160,7 +161,7 @@ def _read_file(file: Path) -> list[Recorded]:
 @pass_context
 def export(ctx: Context, run_id: str) -> None:
     """Write a run's history as JSON lines to stdout (durable replay --file reads it)."""
-    records = ctx.run(lambda store: _run_records(store, run_id))
+    records = ctx.run(lambda store: run_records(store, run_id))
     out = sys.stdout.buffer
     for r in records:
         out.write(dump_line(r))

@@ -14,11 +14,11 @@ from aiohttp import web
 
 from durable.api import create_app
 from durable.cli import Context, main, pass_context
+from durable.cli.inspect import run_records
 from durable.cli.render import short_json, when
 from durable.commands import apply_command
 from durable.dag import DefinitionError
 from durable.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
-from durable.errors import StreamNotFound
 from durable.events import (
     RunCancelled,
     RunFailed,
@@ -295,7 +295,7 @@ def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None) -> No
 
     async def go(store: EventStore) -> list[Any]:
         assert isinstance(store, PostgresEventStore)
-        state = fold(await _records(store, run_id))
+        state = fold(await run_records(store, run_id))
         if task is not None and state is not None and task not in state.tasks:
             raise DefinitionError(
                 f"run {run_id}", f"has no task {task!r}", hint=f"tasks: {', '.join(state.tasks)}"
@@ -320,13 +320,6 @@ def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None) -> No
             f" g{r['generation']}" if r["generation"] > 1 else ""
         )
         click.echo(f"{when(r['at'])[11:]} {tag} {r['stream']}: {r['message']}")
-
-
-async def _records(store: EventStore, run_id: str) -> list[Any]:
-    try:
-        return await store.require_stream(run_stream(run_id))
-    except StreamNotFound as exc:
-        raise StreamNotFound(exc.stream_id, what=f"run {run_id!r}") from None
 
 
 def _command(
@@ -385,7 +378,7 @@ def rerun(
     if dry_run:
 
         async def plan(store: EventStore) -> str:
-            state = fold(await _records(store, run_id))
+            state = fold(await run_records(store, run_id))
             assert state is not None
             decide_command(state, command)  # refuses what the real rerun would refuse
             chosen, kept = rerun_plan(state, tasks, downstream=downstream, failed_only=failed_only)
