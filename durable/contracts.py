@@ -38,11 +38,21 @@ def events_schema() -> dict[str, Any]:
     }
 
 
-def render(schema: dict[str, Any]) -> str:
+def openapi() -> dict[str, Any]:
+    from durable.api.openapi import openapi_spec  # the API layer, only when asked
+
+    return openapi_spec()
+
+
+def render(name: str, schema: dict[str, Any]) -> str:
+    if name.endswith((".yaml", ".yml")):
+        import yaml
+
+        return str(yaml.safe_dump(schema, sort_keys=False, allow_unicode=True, width=100))
     return msgspec.json.format(msgspec.json.encode(schema), indent=2).decode() + "\n"
 
 
-CONTRACTS = {"events.schema.json": events_schema}
+CONTRACTS = {"events.schema.json": events_schema, "openapi.yaml": openapi}
 
 
 def write(directory: Path) -> list[Path]:
@@ -50,7 +60,7 @@ def write(directory: Path) -> list[Path]:
     written = []
     for name, make in CONTRACTS.items():
         path = directory / name
-        path.write_text(render(make()))
+        path.write_text(render(name, make()))
         written.append(path)
     return written
 

@@ -21,13 +21,14 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from durable.dag import WorkflowSpec
-from durable.events import SchedulePaused, Trigger, schedule_stream
+from durable.errors import ConcurrencyConflict
+from durable.events import SchedulePaused, ScheduleResumed, Trigger, schedule_stream
 from durable.executor import start_run
 from durable.schedule import Tick, due_ticks, next_fire
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry
 
-__all__ = ["Scheduler", "schedule_status", "scheduled_params"]
+__all__ = ["Scheduler", "schedule_status", "scheduled_params", "set_schedule_paused"]
 
 log = logging.getLogger("durable.scheduler")
 
@@ -62,6 +63,26 @@ async def schedule_status(store: PostgresEventStore, spec: WorkflowSpec) -> dict
         "last_end": last_end,
         "first_seen": first_seen,
     }
+
+
+async def set_schedule_paused(
+    store: PostgresEventStore, workflow: str, paused: bool, *, reason: str = "", by: str | None
+) -> bool:
+    """Pause or resume a workflow's schedule; False when it already was."""
+    stream = schedule_stream(workflow)
+    event = SchedulePaused(reason=reason, by=by) if paused else ScheduleResumed(by=by)
+    for _ in range(10):
+        records = await store.read_stream(stream)
+        if records and type(records[-1].event) is type(event):
+            return False
+        if not records and not paused:
+            return False  # never paused: already running
+        try:
+            await store.append(stream, len(records), [event])
+        except ConcurrencyConflict:
+            continue
+        return True
+    raise ConcurrencyConflict(stream, -1)
 
 
 class Scheduler:

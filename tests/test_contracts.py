@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_committed_contracts_match_the_code() -> None:
     for name, make in CONTRACTS.items():
         committed = (ROOT / "proto" / name).read_text()
-        assert committed == render(make()), (
+        assert committed == render(name, make()), (
             f"proto/{name} is out of date: run `python -m durable.contracts` and commit it"
         )
 

@@ -12,15 +12,25 @@ from aiohttp import web
 
 from durable import Param, Workflow
 from durable.api import create_app
+from durable.api.auth import create_token
 from durable.s3_rules import WebhookTrigger
 from durable.store import PostgresEventStore
 from tests.executing import registry_of
 
 SECRET = "s3cr3t"
+TOKENS: dict[str, str] = {}
+
+
+def session(scope: str | None = "trigger") -> aiohttp.ClientSession:
+    """Hooks without an HMAC secret take a bearer token with the trigger scope."""
+    headers = {"Authorization": f"Bearer {TOKENS[scope]}"} if scope else {}
+    return aiohttp.ClientSession(headers=headers)
 
 
 @pytest.fixture
 async def api(pg_store: PostgresEventStore) -> AsyncIterator[str]:
+    _, TOKENS["trigger"] = await create_token(pg_store.pool, "hooks", ["trigger"])
+    _, TOKENS["read"] = await create_token(pg_store.pool, "reader", ["read"])
     signed = Workflow(
         "signed",
         params={"day": Param("date", required=True)},
@@ -79,7 +89,7 @@ async def test_signed_webhooks_start_runs_once_per_key(
 
 
 async def test_webhook_errors_are_problem_details(api: str) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with session() as http:
         cases = [
             ("open", b"{not json", 400, "body is not JSON"),
             ("open", b"[1, 2]", 400, "bad body"),
@@ -108,7 +118,7 @@ async def test_s3_event_notifications_over_http(api: str, pg_store: PostgresEven
         b'{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "lake"},'
         b' "object": {"key": "in/a+b.csv", "size": 5, "eTag": "e1"}}}]}'
     )
-    async with aiohttp.ClientSession() as http:
+    async with session() as http:
         for _ in range(2):  # the storage retries its notification
             response = await http.post(f"{api}/api/v1/hooks/open/s3-events", data=note)
             assert response.status == 202
@@ -122,3 +132,13 @@ async def test_s3_event_notifications_over_http(api: str, pg_store: PostgresEven
     runs = [r for r in await pg_store.list_runs() if r.trigger_kind == "s3"]
     assert len(runs) == 1
     assert runs[0].idempotency_key == "s3:open:lake:in/a b.csv:e1"
+
+
+async def test_hooks_without_a_secret_need_a_trigger_token(
+    api: str, pg_store: PostgresEventStore
+) -> None:
+    for scope, status in ((None, 401), ("read", 403), ("trigger", 202)):
+        async with session(scope) as http:
+            response = await http.post(f"{api}/api/v1/hooks/open", data=b'{"n": 2}')
+            assert response.status == status, scope
+    assert len(await pg_store.list_runs()) == 1

@@ -21,7 +21,7 @@ from durable.backfiller import (
     request_backfill,
     set_backfill_paused,
 )
-from durable.cli import Context, main, pass_context
+from durable.cli import Context, as_postgres, main, pass_context
 from durable.cli.inspect import console, progress_bar
 from durable.cli.render import when
 from durable.cli.service import OPERATOR, load, workflows_option
@@ -182,7 +182,7 @@ def backfills(click_ctx: click.Context) -> None:
 @click.pass_obj
 def backfills_pause(ctx: Context, backfill_id: str) -> None:
     """No new run of the backfill starts; running ones finish."""
-    click.echo(ctx.run(lambda s: set_backfill_paused(_pg(s), backfill_id, True, OPERATOR)))
+    click.echo(ctx.run(lambda s: set_backfill_paused(as_postgres(s), backfill_id, True, OPERATOR)))
 
 
 @backfills.command(name="resume")
@@ -190,7 +190,7 @@ def backfills_pause(ctx: Context, backfill_id: str) -> None:
 @click.pass_obj
 def backfills_resume(ctx: Context, backfill_id: str) -> None:
     """Continue a paused backfill."""
-    click.echo(ctx.run(lambda s: set_backfill_paused(_pg(s), backfill_id, False, OPERATOR)))
+    click.echo(ctx.run(lambda s: set_backfill_paused(as_postgres(s), backfill_id, False, OPERATOR)))
 
 
 @backfills.command(name="cancel")
@@ -198,10 +198,5 @@ def backfills_resume(ctx: Context, backfill_id: str) -> None:
 @click.pass_obj
 def backfills_cancel(ctx: Context, backfill_id: str) -> None:
     """Cancel the backfill and every unfinished run of it (none is left stuck)."""
-    count = ctx.run(lambda s: cancel_backfill(_pg(s), backfill_id, OPERATOR))
+    count = ctx.run(lambda s: cancel_backfill(as_postgres(s), backfill_id, OPERATOR))
     click.echo(f"cancelled backfill {backfill_id} and {count} unfinished runs")
-
-
-def _pg(store: EventStore) -> PostgresEventStore:
-    assert isinstance(store, PostgresEventStore)
-    return store

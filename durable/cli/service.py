@@ -13,6 +13,7 @@ import click
 from aiohttp import web
 
 from durable.api import create_app
+from durable.api.auth import ensure_first_token
 from durable.cli import Context, main, pass_context
 from durable.cli.inspect import run_records
 from durable.cli.render import short_json, when
@@ -107,7 +108,7 @@ def load(path: Path) -> WorkflowRegistry:
     "http_address",
     envvar="DURABLE_HTTP",
     metavar="HOST:PORT",
-    help="Serve the HTTP API (health, webhooks) here [env DURABLE_HTTP].",
+    help="Serve the HTTP API here [env DURABLE_HTTP].",
 )
 @pass_context
 def up(
@@ -153,6 +154,13 @@ def up(
         web_runner = None
         if http_address:
             host, _, port = http_address.rpartition(":")
+            first = await ensure_first_token(store.pool)
+            if first is not None:
+                click.echo(
+                    "durable up: first start: created an admin API token; it is shown once, "
+                    f"keep it (`durable tokens` manages tokens):\n{first}",
+                    err=True,
+                )
             web_runner = web.AppRunner(create_app(store, registry))
             await web_runner.setup()
             await web.TCPSite(web_runner, host or "127.0.0.1", int(port)).start()

@@ -12,16 +12,14 @@ import msgspec
 from rich.table import Table
 from rich.tree import Tree
 
-from durable.cli import Context, main, pass_context
+from durable.cli import Context, as_postgres, main, pass_context
 from durable.cli.inspect import console
 from durable.cli.render import when
 from durable.cli.service import OPERATOR, load, workflows_option
 from durable.dag import DefinitionError, WorkflowSpec, diff_specs
-from durable.errors import ConcurrencyConflict
-from durable.events import SchedulePaused, ScheduleResumed, schedule_stream
 from durable.executor import register_versions
 from durable.schedule import next_fire
-from durable.scheduler import schedule_status
+from durable.scheduler import schedule_status, set_schedule_paused
 from durable.store.base import EventStore
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.yaml import spec_to_yaml
@@ -214,27 +212,23 @@ def schedules(click_ctx: click.Context, workflows_path: Path) -> None:
     console().print(table)
 
 
-def _schedule_event(click_ctx: click.Context, workflow: str, event: Any, verb: str) -> None:
+def _set_paused(click_ctx: click.Context, workflow: str, paused: bool, reason: str = "") -> None:
     registry = load(click_ctx.meta["workflows_path"])
     spec = registry.get(workflow).spec
     if spec.schedule is None:
         raise DefinitionError(f"workflow {workflow!r}", "has no schedule")
     ctx: Context = click_ctx.obj
-
-    async def go(store: EventStore) -> str:
-        stream = schedule_stream(workflow)
-        for _ in range(10):
-            records = await store.read_stream(stream)
-            if records and type(records[-1].event) is type(event):
-                return f"schedule of {workflow} is already {verb}"
-            try:
-                await store.append(stream, len(records), [event])
-            except ConcurrencyConflict:
-                continue
-            return f"{verb} the schedule of {workflow}"
-        raise ConcurrencyConflict(stream, -1)
-
-    click.echo(ctx.run(go))
+    verb = "paused" if paused else "resumed"
+    changed = ctx.run(
+        lambda store: set_schedule_paused(
+            as_postgres(store), workflow, paused, reason=reason, by=OPERATOR
+        )
+    )
+    click.echo(
+        f"{verb} the schedule of {workflow}"
+        if changed
+        else f"schedule of {workflow} is already {'paused' if paused else 'active'}"
+    )
 
 
 @schedules.command(name="pause")
@@ -243,7 +237,7 @@ def _schedule_event(click_ctx: click.Context, workflow: str, event: Any, verb: s
 @click.pass_context
 def schedules_pause(click_ctx: click.Context, workflow: str, reason: str) -> None:
     """Stop a schedule from creating runs."""
-    _schedule_event(click_ctx, workflow, SchedulePaused(reason=reason, by=OPERATOR), "paused")
+    _set_paused(click_ctx, workflow, True, reason)
 
 
 @schedules.command(name="resume")
@@ -251,4 +245,4 @@ def schedules_pause(click_ctx: click.Context, workflow: str, reason: str) -> Non
 @click.pass_context
 def schedules_resume(click_ctx: click.Context, workflow: str) -> None:
     """Let a paused schedule create runs again (missed ticks: per its catch-up policy)."""
-    _schedule_event(click_ctx, workflow, ScheduleResumed(by=OPERATOR), "resumed")
+    _set_paused(click_ctx, workflow, False)

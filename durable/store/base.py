@@ -23,7 +23,7 @@ Progress = Callable[[int, int], None]
 class RunFilter:
     """Filters of :meth:`EventStore.list_runs`."""
 
-    __slots__ = ("limit", "since", "status", "workflow")
+    __slots__ = ("before", "limit", "since", "status", "trigger_kind", "workflow")
 
     def __init__(
         self,
@@ -32,8 +32,13 @@ class RunFilter:
         status: RunStatus | None = None,
         since: datetime | None = None,
         limit: int = 100,
+        trigger_kind: str | None = None,
+        before: tuple[datetime, str] | None = None,
     ) -> None:
+        """``before`` is a cursor: only runs older than ``(created_at, run_id)``."""
         self.workflow = workflow
+        self.trigger_kind = trigger_kind
+        self.before = before
         self.status = status
         self.since = since
         self.limit = limit

@@ -583,11 +583,16 @@ class PostgresEventStore:
             f"SELECT {_RUN_COLUMNS} FROM durable.runs "
             "WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2) "
             "AND ($3::timestamptz IS NULL OR created_at >= $3) "
+            "AND ($5::text IS NULL OR trigger_kind = $5) "
+            "AND ($6::timestamptz IS NULL OR (created_at, run_id) < ($6, $7::text)) "
             "ORDER BY created_at DESC, run_id DESC LIMIT $4",
             f.workflow,
             f.status,
             f.since,
             f.limit,
+            f.trigger_kind,
+            f.before[0] if f.before else None,
+            f.before[1] if f.before else None,
         )
         return [_run_row(r) for r in rows]
 

@@ -1,0 +1,103 @@
+"""Prometheus metrics in the text exposition format (version 0.0.4).
+
+The HTTP server's own counters and latency histogram are kept in the process; the
+orchestration gauges (runs by workflow and status, the log's position, dead letters,
+live executor leases) are read from PostgreSQL at scrape time, so every API process
+reports the same, whole-system figures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from durable.store.postgres import PostgresEventStore
+
+__all__ = ["HttpMetrics", "render_metrics"]
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class HttpMetrics:
+    """Requests by route, method and status, and their durations."""
+
+    def __init__(self) -> None:
+        self.requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
+        self.buckets: defaultdict[tuple[str, str], list[int]] = defaultdict(
+            lambda: [0] * len(BUCKETS)
+        )
+        self.sums: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests[(method, route, status)] += 1
+        key = (method, route)
+        counts = self.buckets[key]
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                counts[i] += 1
+        self.sums[key] += seconds
+        self.counts[key] += 1
+
+    def lines(self) -> list[str]:
+        out = [
+            "# HELP durable_http_requests_total HTTP requests answered, by route and status.",
+            "# TYPE durable_http_requests_total counter",
+        ]
+        for (method, route, status), n in sorted(self.requests.items()):
+            out.append(
+                f'durable_http_requests_total{{method="{method}",route="{_label(route)}",'
+                f'status="{status}"}} {n}'
+            )
+        out += [
+            "# HELP durable_http_request_duration_seconds Time to answer HTTP requests.",
+            "# TYPE durable_http_request_duration_seconds histogram",
+        ]
+        for (method, route), counts in sorted(self.buckets.items()):
+            labels = f'method="{method}",route="{_label(route)}"'
+            for bound, n in zip(BUCKETS, counts, strict=True):
+                out.append(
+                    f'durable_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {n}'
+                )
+            total = self.counts[(method, route)]
+            out.append(
+                f'durable_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {total}'
+            )
+            out.append(
+                f"durable_http_request_duration_seconds_sum{{{labels}}} {self.sums[(method, route)]:.6f}"
+            )
+            out.append(f"durable_http_request_duration_seconds_count{{{labels}}} {total}")
+        return out
+
+
+async def render_metrics(store: PostgresEventStore, http: HttpMetrics) -> str:
+    async with store.pool.acquire() as conn:
+        runs = await conn.fetch(
+            "SELECT workflow, status, count(*) AS n FROM durable.runs "
+            "GROUP BY workflow, status ORDER BY workflow, status"
+        )
+        position = await conn.fetchval("SELECT coalesce(max(position), 0) FROM durable.events")
+        dead = await conn.fetchval("SELECT count(*) FROM durable.dead_letters")
+        leases = await conn.fetchval("SELECT count(*) FROM durable.leases WHERE expires_at > now()")
+    out = [
+        "# HELP durable_runs Runs by workflow and status.",
+        "# TYPE durable_runs gauge",
+        *(
+            f'durable_runs{{workflow="{_label(r["workflow"])}",status="{r["status"]}"}} {r["n"]}'
+            for r in runs
+        ),
+        "# HELP durable_log_position The position of the newest event in the log.",
+        "# TYPE durable_log_position gauge",
+        f"durable_log_position {position}",
+        "# HELP durable_dead_letters Trigger messages that could not start a run.",
+        "# TYPE durable_dead_letters gauge",
+        f"durable_dead_letters {dead}",
+        "# HELP durable_leases_live Runs currently held by an executor.",
+        "# TYPE durable_leases_live gauge",
+        f"durable_leases_live {leases}",
+        *http.lines(),
+    ]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,347 @@
+"""The API's request and response bodies, and its query strings, as msgspec structs.
+
+Request bodies forbid unknown fields, so a misspelt field is a 400 naming it rather
+than silently ignored. ``proto/openapi.yaml`` is generated from these types.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from durable.api.auth import Scope
+from durable.history import ExportedEvent
+from durable.state import RunStatus, TaskStatus
+
+__all__ = [
+    "BackfillCreate",
+    "BackfillList",
+    "BackfillView",
+    "CommandBody",
+    "CommandResult",
+    "EventPage",
+    "EventsQuery",
+    "Graph",
+    "LogLine",
+    "LogPage",
+    "LogsQuery",
+    "Problem",
+    "RerunBody",
+    "RerunResult",
+    "RunDetail",
+    "RunPage",
+    "RunSummary",
+    "RunsQuery",
+    "ScheduleList",
+    "ScheduleView",
+    "TaskView",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenList",
+    "TriggerBody",
+    "TriggerResult",
+    "WaitQuery",
+    "WorkflowDetail",
+    "WorkflowList",
+    "WorkflowSummary",
+]
+
+Text = Annotated[str, msgspec.Meta(max_length=1000)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+
+
+class _Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """An error (RFC 9457 ``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+# -- workflows ----------------------------------------------------------------------------
+
+
+class WorkflowSummary(msgspec.Struct, kw_only=True):
+    name: str
+    version: str
+    description: str
+    params: dict[str, Any]
+    tasks: int
+    triggers: list[str]
+    """What starts its runs besides the API: schedule, kafka, s3, webhook, assets."""
+
+
+class WorkflowList(msgspec.Struct, kw_only=True):
+    workflows: list[WorkflowSummary]
+
+
+class GraphNode(msgspec.Struct, kw_only=True):
+    id: str
+    kind: str
+
+
+class GraphEdge(msgspec.Struct, kw_only=True):
+    source: str
+    target: str
+
+
+class Graph(msgspec.Struct, kw_only=True):
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+class VersionView(msgspec.Struct, kw_only=True):
+    version: str
+    first_seen: datetime
+    source: str | None
+    runs: int
+
+
+class WorkflowDetail(msgspec.Struct, kw_only=True):
+    name: str
+    version: str
+    definition: dict[str, Any]
+    graph: Graph
+    versions: list[VersionView]
+
+
+class TriggerBody(_Body):
+    """Start a run. Send an ``Idempotency-Key`` header to make retries safe."""
+
+    params: dict[str, Any] = {}
+    logical_date: datetime | None = None
+    """The run's logical time (as a backfilled or scheduled run has), if any."""
+
+
+class TriggerResult(msgspec.Struct, kw_only=True):
+    run_id: str
+    created: bool
+    """False when the ``Idempotency-Key`` had already started this run."""
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+class RunsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    workflow: Name | None = None
+    status: RunStatus | None = None
+    trigger: Name | None = None
+    """Only runs started by this trigger kind (manual, http, schedule, kafka, ...)."""
+    since: datetime | None = None
+    limit: Limit = 50
+    cursor: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    """``next_cursor`` of the previous page."""
+
+
+class RunSummary(msgspec.Struct, kw_only=True):
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    trigger_kind: str
+    trigger_source: str | None
+    idempotency_key: str | None
+    params: dict[str, Any]
+    logical_time: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    last_seq: int
+
+
+class RunPage(msgspec.Struct, kw_only=True):
+    runs: list[RunSummary]
+    next_cursor: str | None
+
+
+class ErrorView(msgspec.Struct, kw_only=True):
+    type: str
+    message: str
+    retryable: bool
+
+
+class TaskView(msgspec.Struct, kw_only=True):
+    name: str
+    status: TaskStatus
+    upstream: list[str]
+    generation: int
+    attempt: int
+    executions: int
+    """How often the task body ran, over every attempt and generation."""
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    output: Any
+    error: ErrorView | None
+    reason: str | None
+    retry_at: datetime | None
+    parent: str | None
+    mapped: int | None
+
+
+class RunDetail(RunSummary, kw_only=True):
+    generation: int
+    reason: str | None
+    reruns: list[str]
+    tasks: list[TaskView]
+
+
+class EventsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    after: Seq = 0
+    """Events after this sequence number."""
+    limit: Limit = 100
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    events: list[ExportedEvent]
+    next_after: int
+    """Pass as ``after`` for the next page."""
+    more: bool
+
+
+class LogsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    task: Name | None = None
+    attempt: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
+
+
+class LogLine(msgspec.Struct, kw_only=True):
+    task: str
+    generation: int
+    attempt: int
+    at: datetime
+    stream: str
+    message: str
+
+
+class LogPage(msgspec.Struct, kw_only=True):
+    lines: list[LogLine]
+
+
+class WaitQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    timeout: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
+    """Seconds to wait for the run to end; the run is returned either way."""
+
+
+class CommandBody(_Body):
+    reason: Text | None = None
+
+
+class CommandResult(msgspec.Struct, kw_only=True):
+    run_id: str
+    status: RunStatus
+    applied: bool
+    """False when the run already was in the asked state (nothing appended)."""
+
+
+class RerunBody(_Body):
+    tasks: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=10_000)]
+    downstream: bool = False
+    """Also rerun every task that depends on the selected ones."""
+    failed_only: bool = False
+    """Only the selected tasks that did not succeed."""
+    dry_run: bool = False
+    """Return the plan without changing anything."""
+    request_id: Name | None = None
+    """The same id never reruns twice (the ``Idempotency-Key`` header is used if absent)."""
+
+
+class RerunResult(msgspec.Struct, kw_only=True):
+    run_id: str
+    request_id: str
+    generation: int
+    rerun: list[str]
+    """Tasks that run again, in DAG order."""
+    reused: list[str]
+    """Tasks whose outputs are kept: they do not run again."""
+    applied: bool
+    """False for a dry run, and for a request id that was already applied."""
+
+
+# -- backfills and schedules --------------------------------------------------------------
+
+
+class BackfillCreate(_Body):
+    workflow: Name
+    start: datetime
+    end: datetime
+    max_parallel: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+    reprocess: Literal["none", "failed", "all"] = "none"
+    dry_run: bool = False
+
+
+class IntervalView(msgspec.Struct, kw_only=True):
+    start: datetime
+    end: datetime
+    action: str
+
+
+class BackfillView(msgspec.Struct, kw_only=True):
+    backfill_id: str | None
+    """None for a dry run."""
+    workflow: str
+    start: datetime
+    end: datetime
+    status: str
+    intervals: int
+    max_parallel: int | None
+    reprocess: str
+    runs: dict[str, int]
+    """Runs of the backfill's intervals by status."""
+    plan: list[IntervalView] | None = None
+
+
+class BackfillList(msgspec.Struct, kw_only=True):
+    backfills: list[BackfillView]
+
+
+class ScheduleView(msgspec.Struct, kw_only=True):
+    workflow: str
+    cron: str | None
+    every_seconds: float | None
+    timezone: str
+    catchup: str
+    paused: bool
+    last_logical_time: datetime | None
+    next_fire: datetime
+
+
+class ScheduleList(msgspec.Struct, kw_only=True):
+    schedules: list[ScheduleView]
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+
+class TokenCreate(_Body):
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.@:-]{1,100}$")]
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=4)]
+
+
+class TokenView(msgspec.Struct, kw_only=True):
+    token_id: str
+    name: str
+    scopes: list[Scope]
+    created_at: datetime
+    created_by: str | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenView, kw_only=True):
+    token: str
+    """The bearer token: shown this once, only its hash is stored."""
+
+
+class TokenList(msgspec.Struct, kw_only=True):
+    tokens: list[TokenView]
