@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 Reprocess = Literal["none", "failed", "all"]
+MAX_INTERVALS = 100_000
 
 
 class BackfillPlan(msgspec.Struct, kw_only=True):
@@ -75,6 +76,12 @@ async def plan_backfill(
     if end <= start:
         raise DurableError(f"the backfill's end {end.isoformat()} is not after its start")
     ticks = intervals(spec.schedule, start, end)
+    if len(ticks) >= MAX_INTERVALS:
+        raise DurableError(
+            f"the backfill of {spec.name} from {start.isoformat()} to {end.isoformat()} covers "
+            f"{MAX_INTERVALS:,} intervals or more",
+            hint="split it into several backfills",
+        )
     keys = [_key(spec, t) for t in ticks]
     async with store.pool.acquire() as conn:
         rows = await conn.fetch(

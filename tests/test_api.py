@@ -16,8 +16,11 @@ from aiohttp import web
 
 from durable import Param, Schedule, TaskContext, Workflow
 from durable.api import create_app
+from durable.api import schemas as s
 from durable.api.auth import create_token
 from durable.api.routes import ROUTES
+from durable.client import ApiError as ClientError
+from durable.client import Client
 from durable.events import run_stream
 from durable.executor import register_versions
 from durable.fold import fold
@@ -573,3 +576,95 @@ async def test_metrics_in_prometheus_format(api: Api) -> None:
         text,
     )
     assert "# TYPE durable_http_request_duration_seconds histogram" in text
+
+
+# -- the Python client ----------------------------------------------------------------------
+
+
+async def test_client_trigger_wait_outputs_events_cancel(api: Api) -> None:
+    api.b.report_fails = False
+    async with (
+        Client(api.url, token=api.tokens["operate"]) as operator,
+        Client(api.url, token=api.tokens["trigger"]) as client,
+    ):
+        started = await client.trigger("etl", {"day": "2026-11-21", "n": 2}, idempotency_key="c-1")
+        again = await client.trigger("etl", {"day": "2026-11-21", "n": 2}, idempotency_key="c-1")
+        assert started.created and again == s.TriggerResult(run_id=started.run_id, created=False)
+        with pytest.raises(ClientError) as conflict:
+            await client.trigger("etl", {"day": "2026-11-22"}, idempotency_key="c-1")
+        assert conflict.value.status == 409
+        run = await client.wait(started.run_id, timeout=30)
+        assert run.status == "succeeded"
+        assert await client.outputs(started.run_id) == {
+            "fetch": {"rows": 20},
+            "transform": {"rows": 40},
+            "load": 40,
+            "report": "40 rows in generation 1",
+        }
+        kinds = [e.type async for e in client.events(started.run_id)]
+        assert kinds[0] == "run_created" and kinds[-1] == "run_succeeded"
+        listed = [r.run_id async for r in client.list_runs(workflow="etl", limit=1)]
+        assert listed == [started.run_id]
+
+        slow = await client.trigger("slow")
+        with pytest.raises(TimeoutError):
+            await client.wait(slow.run_id, timeout=0.2, poll=0.1)
+        cancelled = await operator.cancel(slow.run_id, reason="not needed")
+        assert cancelled.status == "cancelled"
+        assert (await client.wait(slow.run_id)).status == "cancelled"
+        with pytest.raises(ClientError) as missing:
+            await client.get_run("no-such-run")
+        assert missing.value.status == 404 and not missing.value.retryable
+
+
+async def test_client_retries_honour_idempotency(api: Api) -> None:
+    """A trigger whose answer is lost (the run was created, the caller got a 503) is
+    retried with the same key: still one run. Connection errors are retried too."""
+    lost = {"answers": 2}
+
+    async def front(request: web.Request) -> web.StreamResponse:
+        async with api.http.request(
+            request.method,
+            api.url + request.path_qs,
+            data=await request.read(),
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+        ) as upstream:
+            body = await upstream.read()
+            if lost["answers"] > 0 and request.method == "POST":
+                lost["answers"] -= 1  # the work happened, the answer is lost
+                return web.Response(status=503, headers={"Retry-After": "0"})
+            return web.Response(
+                body=body, status=upstream.status, content_type=upstream.content_type
+            )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", front)
+    runner, url = await serve(app)
+    try:
+        async with Client(url, token=api.tokens["trigger"], backoff=0.01) as client:
+            result = await client.trigger("quick")
+        assert lost["answers"] == 0 and result.created is False  # the retry found the run
+        runs = await api.store.list_runs()
+        assert [r.run_id for r in runs] == [result.run_id]
+    finally:
+        await runner.cleanup()
+
+    # nothing listens at first: connection errors are retried until the server is up
+    port = int(url.rsplit(":", 1)[1])
+    later = web.Application()
+    later.router.add_route("*", "/{tail:.*}", front)
+    later_runner = web.AppRunner(later)
+
+    async def start_later() -> None:
+        await asyncio.sleep(0.3)
+        await later_runner.setup()
+        await web.TCPSite(later_runner, "127.0.0.1", port).start()
+
+    starting = asyncio.create_task(start_later())
+    try:
+        async with Client(url, token=api.tokens["trigger"], backoff=0.05) as client:
+            second = await client.trigger("quick", idempotency_key="after-outage")
+        assert second.created is True
+    finally:
+        await starting
+        await later_runner.cleanup()

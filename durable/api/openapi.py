@@ -84,6 +84,18 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
         ok["content"] = {
             "application/json": {"schema": {"$ref": _REF.format(name=route.response.__name__)}}
         }
+    elif route.stream == "text/event-stream":
+        event = {
+            "type": "object",
+            "description": "id: the event's seq; event: its type (or `end`, data "
+            '{"status": ...}, when the run ends); data: an ExportedEvent as JSON',
+            "properties": {
+                "id": {"type": "string"},
+                "event": {"type": "string"},
+                "data": {"type": "string"},
+            },
+        }
+        ok["content"] = {route.stream: {"schema": event}}
     elif route.stream is not None:
         ok["content"] = {route.stream.split(";")[0]: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(route.status): ok}

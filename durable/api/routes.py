@@ -383,7 +383,7 @@ ROUTES: tuple[Route, ...] = (
         "healthz",
         "Liveness: the process answers",
         None,
-        stream="application/json",
+        response=s.Health,
         tag="operations",
     ),
     _route(
@@ -392,7 +392,7 @@ ROUTES: tuple[Route, ...] = (
         "readyz",
         "Readiness: the database answers",
         None,
-        stream="application/json",
+        response=s.Health,
         errors=(503,),
         tag="operations",
     ),
@@ -555,14 +555,14 @@ class Api:
     # -- health and metrics --------------------------------------------------------------
 
     async def healthz(self, request: web.Request, body: Any, query: Any) -> Any:
-        return web.json_response({"status": "ok"})
+        return s.Health(status="ok")
 
     async def readyz(self, request: web.Request, body: Any, query: Any) -> Any:
         try:
             await self.store.last_position()
         except Exception as exc:  # any failure to reach the database means "not ready"
             raise ApiError(503, "database unreachable", str(exc)) from exc
-        return web.json_response({"status": "ready"})
+        return s.Health(status="ready")
 
     async def metrics(self, request: web.Request, body: Any, query: Any) -> Any:
         assert self._metrics_text is not None

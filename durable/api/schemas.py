@@ -24,6 +24,7 @@ __all__ = [
     "EventPage",
     "EventsQuery",
     "Graph",
+    "Health",
     "LogLine",
     "LogPage",
     "LogsQuery",
@@ -51,11 +52,15 @@ __all__ = [
 Text = Annotated[str, msgspec.Meta(max_length=1000)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
-Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 
 
 class _Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
 
 
 class Problem(msgspec.Struct, kw_only=True):

@@ -150,7 +150,7 @@ def up(
         click.echo(
             f"durable up: executor {executor.id} on {ctx.description}; workflows: {names}", err=True
         )
-        await executor.run(stop)
+        executing = asyncio.create_task(executor.run(stop))
         web_runner = None
         if http_address:
             host, _, port = http_address.rpartition(":")
@@ -171,7 +171,7 @@ def up(
         tracking = None
         if any(w.spec.on_assets or any(t.produces for t in w.spec.tasks) for w in registry):
             tracking = asyncio.create_task(AssetService(store, registry).run(stop))
-        for background in (scheduling, consuming, polling, tracking):
+        for background in (executing, scheduling, consuming, polling, tracking):
             if background is not None:
                 await background
         if web_runner is not None:
