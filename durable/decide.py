@@ -17,6 +17,7 @@ from durable.errors import DurableError
 from durable.events import (
     ErrorInfo,
     Event,
+    RerunQueued,
     RerunRequested,
     RunCancelled,
     RunFailed,
@@ -79,6 +80,9 @@ class Rerun(msgspec.Struct, frozen=True, kw_only=True):
     downstream: bool = False
     failed_only: bool = False
     by: str | None = None
+    queue: bool = False
+    """If the run is still going: apply the rerun once it succeeds or fails (instead of
+    refusing it)."""
 
 
 Command = Cancel | Pause | Resume | Rerun
@@ -102,19 +106,32 @@ def decide_command(state: RunState, command: Command) -> list[Event]:
                 raise CommandRejected(f"run {state.run_id} is {state.status}; it cannot pause")
             return [RunPaused(reason=command.reason, by=command.by)]
         case Rerun():
-            if command.request_id in state.reruns:
-                return []  # already applied: a redelivered request reruns nothing
-            if not state.is_terminal:
-                raise CommandRejected(
-                    f"run {state.run_id} is {state.status}; a rerun needs a finished run",
-                    hint="wait for it to finish, or cancel it first",
-                )
+            if command.request_id in state.reruns or any(
+                q.request_id == command.request_id for q in state.queued
+            ):
+                return []  # already applied or queued: a redelivered request reruns nothing
             top = [n for n, t in state.tasks.items() if t.parent is None]
             unknown = [t for t in command.tasks if t not in top]
             if unknown or not command.tasks:
                 raise CommandRejected(
                     f"run {state.run_id} has no task {', '.join(unknown) or '(none given)'}",
                     hint=f"tasks: {', '.join(top)}",
+                )
+            if not state.is_terminal:
+                if command.queue and state.status != "cancelled":
+                    return [
+                        RerunQueued(
+                            request_id=command.request_id,
+                            tasks=command.tasks,
+                            downstream=command.downstream,
+                            failed_only=command.failed_only,
+                            by=command.by,
+                        )
+                    ]
+                raise CommandRejected(
+                    f"run {state.run_id} is {state.status}; a rerun needs a finished run",
+                    hint="wait for it to finish, cancel it first, or queue the rerun "
+                    '(--queue; "queue": true) to apply it when the run ends',
                 )
             chosen, _ = rerun_plan(
                 state,
@@ -150,6 +167,17 @@ def decide(
     state: RunState, spec: WorkflowSpec, now: datetime, *, executor: str | None = None
 ) -> list[Event]:
     """What the run does next at ``now``: start, schedule, skip, finish — or nothing."""
+    if state.queued and state.status in ("succeeded", "failed"):
+        q = state.queued[0]  # the run ended with a rerun queued: apply it now
+        return [
+            RerunRequested(
+                request_id=q.request_id,
+                tasks=q.tasks,
+                downstream=q.downstream,
+                failed_only=q.failed_only,
+                by=q.by,
+            )
+        ]
     if state.status == "pending":
         return [RunStarted(executor=executor)]
     if state.status != "running":

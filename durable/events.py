@@ -32,6 +32,7 @@ __all__ = [
     "Event",
     "EventRegistry",
     "Recorded",
+    "RerunQueued",
     "RerunRequested",
     "RunCancelled",
     "RunCreated",
@@ -257,6 +258,18 @@ class RerunRequested(_Event, frozen=True, kw_only=True, tag="rerun_requested"):
     by: str | None = None
 
 
+class RerunQueued(_Event, frozen=True, kw_only=True, tag="rerun_queued"):
+    """A rerun asked for while the run was still going: it is applied (as a
+    ``RerunRequested`` with the same request id) once the run succeeds or fails, and
+    dropped if the run is cancelled."""
+
+    request_id: str
+    tasks: tuple[str, ...]
+    downstream: bool = False
+    failed_only: bool = False
+    by: str | None = None
+
+
 class SchedulePaused(_Event, frozen=True, kw_only=True, tag="schedule_paused"):
     """A schedule stops creating runs (in the ``schedule:{workflow}`` stream)."""
 
@@ -325,6 +338,7 @@ Event: TypeAlias = (
     | RunPaused
     | RunResumed
     | RerunRequested
+    | RerunQueued
     | SchedulePaused
     | ScheduleResumed
     | BackfillRequested

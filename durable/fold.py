@@ -20,6 +20,7 @@ from durable.events import (
     BackfillResumed,
     Event,
     Recorded,
+    RerunQueued,
     RerunRequested,
     RunCancelled,
     RunCreated,
@@ -217,6 +218,21 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
             return _ended(state, recorded, "cancelled", event.reason or "cancelled")
         case RerunRequested():
             return _rerun(state, recorded, event)
+        case RerunQueued():
+            _need_run(state, recorded, "pending", "running", "paused")
+            if event.request_id in state.reruns or any(
+                q.request_id == event.request_id for q in state.queued
+            ):
+                _invalid(recorded, f"rerun request {event.request_id!r} is already known")
+            unknown = [t for t in event.tasks if t not in state.tasks]
+            if unknown or not event.tasks:
+                _invalid(recorded, f"unknown tasks: {', '.join(unknown) or '(none given)'}")
+            return replace(
+                state,
+                queued=(*state.queued, event),
+                last_seq=recorded.seq,
+                updated_at=recorded.recorded_at,
+            )
         case (
             SchedulePaused()
             | ScheduleResumed()
@@ -285,6 +301,7 @@ def _ended(state: RunState, recorded: Recorded, status: RunStatus, reason: str) 
         status=status,
         reason=reason,
         tasks=tasks,
+        queued=() if status == "cancelled" else state.queued,  # a cancel drops queued reruns
         finished_at=at,
         last_seq=recorded.seq,
         updated_at=at,
@@ -321,6 +338,7 @@ def _rerun(state: RunState, recorded: Recorded, event: RerunRequested) -> RunSta
         generation=generation,
         reason=None,
         reruns=(*state.reruns, event.request_id),
+        queued=tuple(q for q in state.queued if q.request_id != event.request_id),
         tasks=tasks,
         finished_at=None,
         last_seq=recorded.seq,

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
-from durable.events import ErrorInfo, Trigger, TriggerRule
+from durable.events import ErrorInfo, RerunQueued, Trigger, TriggerRule
 
 __all__ = [
     "ACTIVE_TASK",
@@ -83,6 +83,8 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     generation: int = 1
     reason: str | None = None
     reruns: tuple[str, ...] = ()
+    queued: tuple[RerunQueued, ...] = ()
+    """Reruns to apply once the run succeeds or fails, oldest first."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     last_seq: int = 0

@@ -492,7 +492,28 @@ async def test_rerun_through_the_api(api: Api) -> None:
         scope="operate",
         json={"tasks": ["wait_gate"]},
     )
-    assert status == 409 and "finished run" in refused["detail"]
+    assert status == 409 and "finished run" in refused["detail"] and "queue" in refused["detail"]
+    # ... unless asked to queue it: it is applied once the run ends
+    queue = {"tasks": ["after_gate"], "queue": True, "request_id": "after-slow"}
+    status, queued = await api.call(
+        "POST", f"/api/v1/runs/{slow['run_id']}/rerun", scope="operate", json=queue
+    )
+    assert status == 200 and queued["queued"] and queued["applied"], queued
+    status, again = await api.call(
+        "POST", f"/api/v1/runs/{slow['run_id']}/rerun", scope="operate", json=queue
+    )
+    assert again["queued"] and not again["applied"]
+    api.b.gate.set()
+    finished = await api.finished(slow["run_id"])
+    assert finished["status"] == "succeeded" and finished["generation"] == 2
+    gens = {t["name"]: t["generation"] for t in finished["tasks"]}
+    assert gens == {"wait_gate": 1, "after_gate": 2}
+    _, events = await api.call(
+        "GET", f"/api/v1/runs/{slow['run_id']}/events?limit=1000", scope="read"
+    )
+    kinds = [e["type"] for e in events["events"]]
+    assert kinds.count("rerun_queued") == 1 and kinds.count("rerun_requested") == 1
+    assert kinds.index("run_succeeded") < kinds.index("rerun_requested")
     status, bad = await api.call(
         "POST", f"/api/v1/runs/{run_id}/rerun", scope="operate", json={"tasks": []}
     )

@@ -198,3 +198,59 @@ async def test_the_read_model_matches_the_log_after_executed_runs(
         result = await asyncio.to_thread(cli, database_url, "replay", run_id, "--verify")
         assert result.exit_code == 0, result.output
         assert "verified: the runs read model matches the log" in result.output
+
+
+async def test_a_queued_rerun_is_applied_when_the_run_ends_and_dropped_by_a_cancel(
+    pg_store: PostgresEventStore, database_url: str
+) -> None:
+    executed: Counter[str] = Counter()
+    gate = asyncio.Event()
+    wf = Workflow("gated")
+
+    @wf.task
+    async def first() -> int:
+        executed["first"] += 1
+        await gate.wait()
+        return 1
+
+    @wf.task(after=[first])
+    def second(first: int) -> int:
+        executed["second"] += 1
+        return first + 1
+
+    async with running_executor(pg_store, registry_of(wf)):
+        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        await wait_for_run(pg_store, run_id, statuses=("running",))
+        refused = await asyncio.to_thread(cli, database_url, "rerun", run_id, "second")
+        assert refused.exit_code == 2 and "--queue" in refused.output
+        queued = await asyncio.to_thread(
+            cli, database_url, "rerun", run_id, "second", "--queue", "--request-id", "q1"
+        )
+        assert queued.exit_code == 0 and "rerun queued" in queued.output, queued.output
+        again = await asyncio.to_thread(
+            cli, database_url, "rerun", run_id, "second", "--queue", "--request-id", "q1"
+        )
+        assert "already queued" in again.output
+        gate.set()
+        done = await wait_for_run(pg_store, run_id, statuses=("succeeded",))
+        for _ in range(100):
+            done = await wait_for_run(pg_store, run_id, statuses=("succeeded",))
+            if done.generation == 2 and done.status == "succeeded":
+                break
+            await asyncio.sleep(0.05)
+        assert done.generation == 2 and done.queued == () and done.reruns == ("q1",)
+        assert executed == Counter(first=1, second=2)
+
+        # a cancel drops a queued rerun
+        gate.clear()
+        other, _ = await start_run(pg_store, wf.spec(), {})
+        await wait_for_run(pg_store, other, statuses=("running",))
+        await asyncio.to_thread(cli, database_url, "rerun", other, "second", "--queue")
+        await asyncio.to_thread(cli, database_url, "cancel", other)
+        cancelled = await wait_for_run(pg_store, other)
+        gate.set()
+    assert cancelled.status == "cancelled" and cancelled.queued == () and cancelled.reruns == ()
+    history = await asyncio.to_thread(cli, database_url, "history", run_id)
+    assert "rerun_queued" in history.output and "applied when the run ends" in history.output
+    verify = await asyncio.to_thread(cli, database_url, "replay", run_id, "--verify")
+    assert verify.exit_code == 0, verify.output

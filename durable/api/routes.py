@@ -36,7 +36,7 @@ from durable.commands import apply_command
 from durable.dag import DefinitionError, WorkflowSpec, coerce_params
 from durable.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
 from durable.errors import DurableError, StreamNotFound
-from durable.events import REGISTRY, Recorded, RerunRequested, Trigger, run_stream
+from durable.events import REGISTRY, Recorded, RerunQueued, RerunRequested, Trigger, run_stream
 from durable.executor import start_run
 from durable.fold import evolve, fold
 from durable.history import ExportedEvent
@@ -803,6 +803,7 @@ class Api:
             downstream=body.downstream,
             failed_only=body.failed_only,
             by=_by(request),
+            queue=body.queue,
         )
         state = await self._state(run_id)
         if body.dry_run:
@@ -830,34 +831,50 @@ class Api:
                 rerun=chosen,
                 reused=kept,
                 applied=True,
+                queued=isinstance(appended[-1].event, RerunQueued),
             )
         # already applied: answer with what that request did
         return await self._earlier_rerun(run_id, command.request_id)
 
     async def _earlier_rerun(self, run_id: str, request_id: str) -> s.RerunResult:
+        """What an already known rerun request did (or, if still queued, will do)."""
         state: RunState | None = None
+        queued: RerunQueued | None = None
         for r in await self.store.read_stream(run_stream(run_id)):
+            event = r.event
+            if isinstance(event, RerunQueued) and event.request_id == request_id:
+                queued = event
             if (
-                isinstance(r.event, RerunRequested)
-                and r.event.request_id == request_id
+                isinstance(event, RerunRequested)
+                and event.request_id == request_id
                 and state is not None
             ):
-                chosen, kept = rerun_plan(
-                    state,
-                    r.event.tasks,
-                    downstream=r.event.downstream,
-                    failed_only=r.event.failed_only,
-                )
-                return s.RerunResult(
-                    run_id=run_id,
-                    request_id=request_id,
-                    generation=state.generation + 1,
-                    rerun=chosen,
-                    reused=kept,
-                    applied=False,
-                )
+                return self._rerun_result(state, event, applied=False)
             state = evolve(state, r)
+        if queued is not None and state is not None:
+            return self._rerun_result(state, queued, applied=False, queued=True)
         raise StreamNotFound(run_stream(run_id), what=f"rerun {request_id!r} of run {run_id}")
+
+    @staticmethod
+    def _rerun_result(
+        state: RunState,
+        event: RerunRequested | RerunQueued,
+        *,
+        applied: bool,
+        queued: bool = False,
+    ) -> s.RerunResult:
+        chosen, kept = rerun_plan(
+            state, event.tasks, downstream=event.downstream, failed_only=event.failed_only
+        )
+        return s.RerunResult(
+            run_id=state.run_id,
+            request_id=event.request_id,
+            generation=state.generation + 1,
+            rerun=chosen,
+            reused=kept,
+            applied=applied,
+            queued=queued,
+        )
 
     # -- backfills -----------------------------------------------------------------------
 

@@ -260,6 +260,8 @@ class RerunBody(_Body):
     """Return the plan without changing anything."""
     request_id: Name | None = None
     """The same id never reruns twice (the ``Idempotency-Key`` header is used if absent)."""
+    queue: bool = False
+    """If the run is still going, apply the rerun when it succeeds or fails (else: 409)."""
 
 
 class RerunResult(msgspec.Struct, kw_only=True):
@@ -272,6 +274,9 @@ class RerunResult(msgspec.Struct, kw_only=True):
     """Tasks whose outputs are kept: they do not run again."""
     applied: bool
     """False for a dry run, and for a request id that was already applied."""
+    queued: bool = False
+    """The run was still going: the rerun is applied when it ends (the plan may change
+    by then with ``failed_only``)."""
 
 
 # -- backfills and schedules --------------------------------------------------------------

@@ -16,6 +16,7 @@ from durable.events import (
     BackfillResumed,
     Event,
     Recorded,
+    RerunQueued,
     RerunRequested,
     RunCancelled,
     RunCreated,
@@ -119,6 +120,13 @@ def summary(event: Event, generation: int | None = None) -> str:
             only = ", failed only" if event.failed_only else ""
             gen = f" → generation {generation}" if generation is not None else ""
             return f"request {event.request_id}: {', '.join(event.tasks)}{scope}{only}{gen}"
+        case RerunQueued():
+            scope = " and downstream" if event.downstream else ""
+            only = ", failed only" if event.failed_only else ""
+            return (
+                f"request {event.request_id}: {', '.join(event.tasks)}{scope}{only} "
+                "(applied when the run ends)"
+            )
     return ""  # pragma: no cover - every event is matched above
 
 

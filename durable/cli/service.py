@@ -21,6 +21,7 @@ from durable.commands import apply_command
 from durable.dag import DefinitionError
 from durable.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
 from durable.events import (
+    RerunQueued,
     RunCancelled,
     RunFailed,
     RunPaused,
@@ -338,12 +339,17 @@ def _command(
         state, appended = await apply_command(store, run_id, command)
         if not appended:
             if isinstance(command, Rerun):
+                if any(q.request_id == command.request_id for q in state.queued):
+                    return f"rerun request {command.request_id} is already queued on run {run_id}"
                 return f"rerun request {command.request_id} was already applied to run {run_id}"
             return f"run {run_id} is already {state.status}"
+        said = verb
+        if isinstance(appended[-1].event, RerunQueued):
+            said = f"rerun queued (applied when the run ends; it is {state.status}) for"
         if follow_run:
-            click.echo(f"{verb} run {run_id}")
+            click.echo(f"{said} run {run_id}")
             return await follow(store, run_id)
-        return f"{verb} run {run_id}"
+        return f"{said} run {run_id}"
 
     outcome = ctx.run(go)
     if follow_run:
@@ -363,6 +369,9 @@ OPERATOR = os.environ.get("USER") or "cli"
 @click.option("--failed-only", is_flag=True, help="Only the selected tasks that did not succeed.")
 @click.option("--dry-run", is_flag=True, help="Show what would run again and what is reused.")
 @click.option("--request-id", help="Idempotency: the same id never reruns twice (default: new).")
+@click.option(
+    "--queue", is_flag=True, help="If the run is still going, rerun when it ends (not refuse)."
+)
 @click.option("--wait", is_flag=True, help="Follow the rerun; exit 0 if the run succeeds.")
 @pass_context
 def rerun(
@@ -373,6 +382,7 @@ def rerun(
     failed_only: bool,
     dry_run: bool,
     request_id: str | None,
+    queue: bool,
     wait: bool,
 ) -> None:
     """Rerun TASKS of a finished run as a new generation; upstream outputs are reused."""
@@ -382,6 +392,7 @@ def rerun(
         downstream=downstream,
         failed_only=failed_only,
         by=OPERATOR,
+        queue=queue,
     )
     if dry_run:
 
