@@ -42,7 +42,7 @@ class ApiError(DurableError):
         self.retryable = status in _RETRY_STATUSES
 
 
-class Run(s.RunDetail, kw_only=True):
+class Run(s.RunDetail, frozen=True, kw_only=True):
     """A run as the API returns it."""
 
     @property

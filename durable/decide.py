@@ -8,7 +8,7 @@ redelivered command is a no-op.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -119,15 +119,7 @@ def decide_command(state: RunState, command: Command) -> list[Event]:
                 )
             if not state.is_terminal:
                 if command.queue and state.status != "cancelled":
-                    return [
-                        RerunQueued(
-                            request_id=command.request_id,
-                            tasks=command.tasks,
-                            downstream=command.downstream,
-                            failed_only=command.failed_only,
-                            by=command.by,
-                        )
-                    ]
+                    return [_rerun_event(RerunQueued, command)]
                 raise CommandRejected(
                     f"run {state.run_id} is {state.status}; a rerun needs a finished run",
                     hint="wait for it to finish, cancel it first, or queue the rerun "
@@ -144,15 +136,7 @@ def decide_command(state: RunState, command: Command) -> list[Event]:
                     f"nothing to rerun in run {state.run_id}: the selected tasks all succeeded",
                     hint="drop --failed-only to rerun them anyway",
                 )
-            return [
-                RerunRequested(
-                    request_id=command.request_id,
-                    tasks=command.tasks,
-                    downstream=command.downstream,
-                    failed_only=command.failed_only,
-                    by=command.by,
-                )
-            ]
+            return [_rerun_event(RerunRequested, command)]
         case Resume():
             if state.status in ("running", "pending"):
                 return []
@@ -163,21 +147,26 @@ def decide_command(state: RunState, command: Command) -> list[Event]:
             return [RunResumed(by=command.by)]
 
 
+_R = TypeVar("_R", RerunRequested, RerunQueued)
+
+
+def _rerun_event(kind: type[_R], asked: Rerun | RerunQueued) -> _R:
+    return kind(
+        request_id=asked.request_id,
+        tasks=asked.tasks,
+        downstream=asked.downstream,
+        failed_only=asked.failed_only,
+        by=asked.by,
+    )
+
+
 def decide(
     state: RunState, spec: WorkflowSpec, now: datetime, *, executor: str | None = None
 ) -> list[Event]:
     """What the run does next at ``now``: start, schedule, skip, finish — or nothing."""
     if state.queued and state.status in ("succeeded", "failed"):
-        q = state.queued[0]  # the run ended with a rerun queued: apply it now
-        return [
-            RerunRequested(
-                request_id=q.request_id,
-                tasks=q.tasks,
-                downstream=q.downstream,
-                failed_only=q.failed_only,
-                by=q.by,
-            )
-        ]
+        # the run ended with a rerun queued: apply it now
+        return [_rerun_event(RerunRequested, state.queued[0])]
     if state.status == "pending":
         return [RunStarted(executor=executor)]
     if state.status != "running":

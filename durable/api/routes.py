@@ -41,7 +41,7 @@ from durable.executor import start_run
 from durable.fold import evolve, fold
 from durable.history import ExportedEvent
 from durable.ids import new_run_id
-from durable.runs_view import RunRow
+from durable.runs_view import RunRow, row_from_state
 from durable.schedule import next_fire
 from durable.scheduler import schedule_status, set_schedule_paused
 from durable.state import RunState, rerun_plan
@@ -440,12 +440,8 @@ def triggers_of(spec: WorkflowSpec) -> list[str]:
     return [name for name, present in found.items() if present]
 
 
-def summary_of(row: RunRow | RunState) -> dict[str, Any]:
-    if isinstance(row, RunState):
-        from durable.runs_view import row_from_state
-
-        row = row_from_state(row)
-    return msgspec.structs.asdict(row)
+def summary_of(state: RunState) -> dict[str, Any]:
+    return msgspec.structs.asdict(row_from_state(state))
 
 
 def run_detail(state: RunState) -> s.RunDetail:
@@ -676,7 +672,7 @@ class Api:
         page = rows[: query.limit]
         more = len(rows) > query.limit
         return s.RunPage(
-            runs=[s.RunSummary(**summary_of(r)) for r in page],
+            runs=page,
             next_cursor=_encode_cursor(page[-1]) if more else None,
         )
 

@@ -13,6 +13,7 @@ import msgspec
 
 from durable.api.auth import Scope
 from durable.history import ExportedEvent
+from durable.runs_view import RunRow
 from durable.state import RunStatus, TaskStatus
 
 __all__ = [
@@ -147,21 +148,8 @@ class RunsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``next_cursor`` of the previous page."""
 
 
-class RunSummary(msgspec.Struct, kw_only=True):
-    run_id: str
-    workflow: str
-    version: str
-    status: RunStatus
-    trigger_kind: str
-    trigger_source: str | None
-    idempotency_key: str | None
-    params: dict[str, Any]
-    logical_time: datetime | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-    last_seq: int
+RunSummary = RunRow
+"""A run as listed: the row of the ``runs`` read model."""
 
 
 class RunPage(msgspec.Struct, kw_only=True):
@@ -195,7 +183,7 @@ class TaskView(msgspec.Struct, kw_only=True):
     mapped: int | None
 
 
-class RunDetail(RunSummary, kw_only=True):
+class RunDetail(RunRow, frozen=True, kw_only=True):
     generation: int
     reason: str | None
     reruns: list[str]
