@@ -90,7 +90,8 @@ class TaskNode(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Trigger(msgspec.Struct, frozen=True, kw_only=True):
-    """What started a run: ``kind`` is manual, schedule, backfill, kafka, s3, http, rerun."""
+    """What started a run: ``kind`` is manual, api, schedule, backfill, kafka, s3, http
+    (webhooks), rerun."""
 
     kind: str
     source: str | None = None
