@@ -188,4 +188,9 @@ def check_invariants(run: RunState) -> list[str]:
         for t in run.tasks.values():
             if t.status in ACTIVE_TASK:
                 problems.append(f"run {run.status} but task {t.name} is still {t.status}")
+    if run.status == "cancelled" and run.queued:
+        problems.append("a cancelled run still has queued reruns")
+    for q in run.queued:
+        if q.request_id in run.reruns:
+            problems.append(f"rerun {q.request_id} is both queued and applied")
     return problems

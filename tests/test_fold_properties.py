@@ -20,6 +20,7 @@ from durable.events import (
     ErrorInfo,
     Event,
     Recorded,
+    RerunQueued,
     RerunRequested,
     RunCancelled,
     RunCreated,
@@ -75,6 +76,7 @@ class Model:
         self.gen = 1
         self.task = {t.name: ["pending", 1, 0] for t in dag}  # status, generation, attempt
         self.requests = 0
+        self.queues = 0
 
     def can_run(self, name: str) -> bool:
         ups = [self.task[u][0] for u in self.dag[name].upstream]
@@ -113,6 +115,10 @@ class Model:
                 )
             )
             return opts
+        if r in ("pending", "running", "paused"):  # a rerun asked while the run goes on
+            opts.append(
+                RerunQueued(request_id=f"queued{self.queues}", tasks=(next(iter(self.dag)),))
+            )
         if r == "paused":
             opts += [RunResumed(), RunCancelled()]
         if r == "running":
@@ -158,6 +164,8 @@ class Model:
                 for t in self.task.values():
                     if t[0] in ("pending", "scheduled", "running", "retrying"):
                         t[0] = "cancelled"
+            case RerunQueued():
+                self.queues += 1
             case RerunRequested():
                 self.requests += 1
                 self.gen += 1
