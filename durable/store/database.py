@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,14 +64,26 @@ def start_embedded(pgdata: Path) -> str:
         logging.getLogger("pgserver").setLevel(logging.WARNING)
         import pgserver
 
-        try:
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
-        except Exception as exc:  # pgserver raises plain errors from initdb / pg_ctl
-            log = pgdata / "log"
-            raise StoreUnavailable(
-                f"the embedded PostgreSQL in {pgdata} did not start: {exc}",
-                hint=f"see {log}" if log.exists() else "is the directory writable?",
-            ) from exc
+        for attempt in range(3):
+            try:
+                server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+                break
+            except subprocess.TimeoutExpired:
+                # pgserver gives `pg_ctl start -w` 10 s; on a loaded machine the server can
+                # come up just after that. Forget the half-made handle and join it.
+                pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)  # type: ignore[attr-defined]
+                if attempt == 2:
+                    raise StoreUnavailable(
+                        f"the embedded PostgreSQL in {pgdata} did not start in 30 s",
+                        hint=f"see {pgdata / 'log'}",
+                    ) from None
+                time.sleep(1.0)
+            except Exception as exc:  # pgserver raises plain errors from initdb / pg_ctl
+                log = pgdata / "log"
+                raise StoreUnavailable(
+                    f"the embedded PostgreSQL in {pgdata} did not start: {exc}",
+                    hint=f"see {log}" if log.exists() else "is the directory writable?",
+                ) from exc
     return str(server.get_uri())
 
 
