@@ -745,16 +745,7 @@ class Api:
                 "no such task",
                 f"run {state.run_id} has no task {query.task!r}; tasks: {', '.join(state.tasks)}",
             )
-        async with self.store.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT task, generation, attempt, at, stream, message FROM durable.task_logs "
-                "WHERE run_id = $1 AND ($2::text IS NULL OR task = $2) "
-                "AND ($3::int IS NULL OR attempt = $3) ORDER BY at, task, line LIMIT $4",
-                state.run_id,
-                query.task,
-                query.attempt,
-                query.limit,
-            )
+        rows = await self.store.task_logs(state.run_id, query.task, query.attempt, query.limit)
         return s.LogPage(lines=[s.LogLine(**dict(r)) for r in rows])
 
     async def wait_run(self, request: web.Request, body: Any, query: s.WaitQuery) -> Any:

@@ -309,17 +309,7 @@ def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None) -> No
             raise DefinitionError(
                 f"run {run_id}", f"has no task {task!r}", hint=f"tasks: {', '.join(state.tasks)}"
             )
-        async with store.pool.acquire() as conn:
-            return list(
-                await conn.fetch(
-                    "SELECT task, generation, attempt, at, stream, message FROM durable.task_logs "
-                    "WHERE run_id = $1 AND ($2::text IS NULL OR task = $2) "
-                    "AND ($3::int IS NULL OR attempt = $3) ORDER BY at, task, line",
-                    run_id,
-                    task,
-                    attempt,
-                )
-            )
+        return await store.task_logs(run_id, task, attempt)
 
     rows = ctx.run(go)
     if not rows:

@@ -596,6 +596,24 @@ class PostgresEventStore:
         )
         return [_run_row(r) for r in rows]
 
+    async def task_logs(
+        self,
+        run_id: str,
+        task: str | None = None,
+        attempt: int | None = None,
+        limit: int | None = None,
+    ) -> list[asyncpg.Record]:
+        """Stored log lines of a run's task attempts, in time order."""
+        return await self._fetch(
+            "SELECT task, generation, attempt, at, stream, message FROM durable.task_logs "
+            "WHERE run_id = $1 AND ($2::text IS NULL OR task = $2) "
+            "AND ($3::int IS NULL OR attempt = $3) ORDER BY at, task, line LIMIT $4",
+            run_id,
+            task,
+            attempt,
+            limit,
+        )
+
     async def rebuild_runs(self, progress: Progress | None = None) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
             # Hold the append lock: no append may interleave with the rebuild.
