@@ -26,7 +26,7 @@ import aiohttp
 import msgspec
 
 from durable.api import schemas as s
-from durable.errors import DurableError
+from durable.core.errors import DurableError
 
 __all__ = ["ApiError", "Client", "Run", "RunEvent"]
 

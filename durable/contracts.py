@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from durable.events import EVENT_TYPES, Event
-from durable.history import ExportedEvent
+from durable.core.events import EVENT_TYPES, Event
+from durable.core.history import ExportedEvent
 
 __all__ = ["CONTRACTS", "events_schema", "render", "write"]
 

@@ -73,8 +73,10 @@ def transform(
     """Revenue and refunds per region."""
     by_region: dict[str, dict[str, Any]] = {}
     for o in fetch_orders:
-        r = by_region.setdefault(o["region"], {"region": o["region"], "orders": 0,
-                                               "revenue_eur": 0.0, "refunds_eur": 0.0})
+        r = by_region.setdefault(
+            o["region"],
+            {"region": o["region"], "orders": 0, "revenue_eur": 0.0, "refunds_eur": 0.0},
+        )
         r["orders"] += 1
         r["revenue_eur"] = round(r["revenue_eur"] + o["amount_eur"], 2)
     for f in fetch_refunds:
@@ -104,7 +106,7 @@ load = wf.sql(
 
 alert = wf.shell(
     "alert",
-    "echo \"big day ${params.date}: ${upstream.transform.net_eur} EUR net\"",
+    'echo "big day ${params.date}: ${upstream.transform.net_eur} EUR net"',
     after=[transform],
 )
 
@@ -114,10 +116,13 @@ def check_volume(transform: dict[str, Any], alert_over_eur: float) -> str:
     return "high" if transform["net_eur"] > alert_over_eur else "normal"
 
 
-
 @wf.task(after=[transform, load, alert], trigger_rule="none_failed")
 def report(ctx: TaskContext, transform: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
     """The day's summary (what a data team would mail)."""
     ctx.log.info("report for %s: %s", ctx.params["date"], load["status"])
-    return {"date": ctx.params["date"], "net_eur": transform["net_eur"],
-            "regions": len(transform["rows"]), "big_day": ctx.upstream.get("alert") is not None}
+    return {
+        "date": ctx.params["date"],
+        "net_eur": transform["net_eur"],
+        "regions": len(transform["rows"]),
+        "big_day": ctx.upstream.get("alert") is not None,
+    }

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from durable.events import run_stream
-from durable.executor import Executor, start_run
-from durable.fold import fold
-from durable.state import RunState
+from durable.application.runs import start_run
+from durable.core.events import run_stream
+from durable.core.fold import fold
+from durable.core.state import RunState
+from durable.runtime.executor import Executor
 from durable.store import PostgresEventStore
 from durable.workflows import Workflow, WorkflowRegistry
 from durable.workflows.loader import LoadedWorkflow

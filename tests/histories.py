@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from durable.events import (
+from durable.core.events import (
     ErrorInfo,
     Event,
     Recorded,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from durable.errors import ConcurrencyConflict, DuplicateRun, MalformedEvent, StreamNotFound
-from durable.events import (
+from durable.core.errors import ConcurrencyConflict, DuplicateRun, MalformedEvent, StreamNotFound
+from durable.core.events import (
     RerunRequested,
     RunPaused,
     RunResumed,
@@ -20,8 +20,8 @@ from durable.events import (
     TaskSucceeded,
     run_stream,
 )
-from durable.fold import fold
-from durable.runs_view import row_from_state
+from durable.core.fold import fold
+from durable.core.runs_view import row_from_state
 from durable.store import RunFilter
 from tests.histories import created, failed_run, recorded, succeeded_run
 

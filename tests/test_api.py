@@ -19,11 +19,11 @@ from durable.api import create_app
 from durable.api import schemas as s
 from durable.api.auth import create_token
 from durable.api.routes import ROUTES
+from durable.application.runs import register_versions
 from durable.client import ApiError as ClientError
 from durable.client import Client
-from durable.events import run_stream
-from durable.executor import register_versions
-from durable.fold import fold
+from durable.core.events import run_stream
+from durable.core.fold import fold
 from durable.store import PostgresEventStore
 from tests.executing import registry_of, running_executor
 

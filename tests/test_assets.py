@@ -7,10 +7,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from durable.application.runs import start_run
 from durable.cli import main
-from durable.executor import start_run
+from durable.runtime.triggers.assets import AssetService
 from durable.store import PostgresEventStore, RunFilter
-from durable.triggers.assets import AssetService
 from tests.executing import running_executor, wait_for_run
 
 PRODUCER = """

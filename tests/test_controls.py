@@ -8,10 +8,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from durable import Workflow
+from durable.application.runs import start_run
 from durable.cli import main
-from durable.events import RunPaused, RunResumed, TaskStarted, run_stream
-from durable.executor import start_run
-from durable.fold import fold
+from durable.core.events import RunPaused, RunResumed, TaskStarted, run_stream
+from durable.core.fold import fold
 from durable.store import PostgresEventStore
 from tests.executing import registry_of, running_executor, wait_for_run
 from tests.processes import alive

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from durable.events import TaskStarted, TaskSucceeded, run_stream
-from durable.executor import start_run
-from durable.fold import fold
+from durable.application.runs import start_run
+from durable.core.events import TaskStarted, TaskSucceeded, run_stream
+from durable.core.fold import fold
 from durable.store import PostgresEventStore
 from durable.workflows import load_workflows
 from tests.executing import wait_for_run

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from durable import Param, Workflow
 from durable.cli import main
-from durable.dag import DefinitionError, coerce_params
+from durable.core.spec import DefinitionError, coerce_params
 from durable.workflows import load_workflows
 
 MODULE = """

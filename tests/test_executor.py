@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 from durable import Param, TaskContext, Workflow
-from durable.errors import TaskError
-from durable.events import TaskRetryScheduled, TaskStarted, run_stream
-from durable.executor import start_run
-from durable.fold import fold
-from durable.retry import RetryPolicy
+from durable.application.runs import start_run
+from durable.core.errors import TaskError
+from durable.core.events import TaskRetryScheduled, TaskStarted, run_stream
+from durable.core.fold import fold
+from durable.core.retry import RetryPolicy
 from durable.store import PostgresEventStore
 from tests.executing import registry_of, run_to_end, running_executor, wait_for_run
 

@@ -14,8 +14,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from durable.errors import InvalidTransition
-from durable.events import (
+from durable.core.errors import InvalidTransition
+from durable.core.events import (
     REGISTRY,
     ErrorInfo,
     Event,
@@ -39,8 +39,8 @@ from durable.events import (
     TaskSucceeded,
     run_stream,
 )
-from durable.fold import evolve, fold
-from durable.state import check_invariants
+from durable.core.fold import evolve, fold
+from durable.core.state import check_invariants
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ERR = ErrorInfo(type="ValueError", message="boom", retryable=True)
@@ -68,7 +68,7 @@ def dags(draw: st.DrawFn) -> tuple[TaskNode, ...]:
 
 
 class Model:
-    """What the test believes about a run, kept apart from durable.state on purpose."""
+    """What the test believes about a run, kept apart from durable.core.state on purpose."""
 
     def __init__(self, dag: tuple[TaskNode, ...]) -> None:
         self.dag = {t.name: t for t in dag}

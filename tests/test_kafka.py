@@ -15,11 +15,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from durable import Param, Workflow
-from durable.events import run_stream
-from durable.fold import fold
-from durable.kafka_rules import KafkaTrigger
+from durable.core.events import run_stream
+from durable.core.fold import fold
+from durable.core.kafka import KafkaTrigger
+from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.store import PostgresEventStore
-from durable.triggers.kafka import KafkaTriggerService
 from tests.executing import registry_of
 
 pytestmark = pytest.mark.slow
@@ -226,7 +226,7 @@ async def test_each_message_starts_exactly_one_run(
 
 
 def test_rules_match_topics_by_name_or_pattern() -> None:
-    from durable.dag import DefinitionError
+    from durable.core.spec import DefinitionError
 
     assert KafkaTrigger(topic="orders").matches("orders")
     assert not KafkaTrigger(topic="orders").matches("orders-eu")

@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from durable import Param, TaskContext, Workflow
-from durable.retry import RetryPolicy
+from durable.core.retry import RetryPolicy
 from durable.store import PostgresEventStore
 from tests.executing import run_to_end
 from tests.processes import alive

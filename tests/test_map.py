@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from durable import TaskContext, Workflow
-from durable.events import TaskMapped, TaskStarted, run_stream
-from durable.retry import RetryPolicy
+from durable.core.events import TaskMapped, TaskStarted, run_stream
+from durable.core.retry import RetryPolicy
 from durable.store import PostgresEventStore
 from durable.workflows import load_workflows
 from tests.executing import run_to_end
@@ -119,7 +119,7 @@ async def test_map_in_yaml(pg_store: PostgresEventStore, tmp_path: Path) -> None
         "  upper:\n    map: fan_code:upper\n    over: listing\n    key: keys\n    max_parallel: 1\n"
     )
     loaded = load_workflows(tmp_path / "fan.yaml").get("yaml_fan")
-    from durable.executor import start_run
+    from durable.application.runs import start_run
     from durable.workflows import WorkflowRegistry
     from tests.executing import running_executor, wait_for_run
 

@@ -5,7 +5,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from durable.errors import MigrationError
+from durable.core.errors import MigrationError
 from durable.store.migrate import Migration, apply_migrations, load_migrations
 
 

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from durable import TaskContext, Workflow
+from durable.application.runs import start_run
 from durable.cli import main
-from durable.decide import CommandRejected, Rerun, decide_command
-from durable.events import RerunRequested, TaskStarted, run_stream
-from durable.executor import start_run
-from durable.fold import fold
+from durable.core.decide import CommandRejected, Rerun, decide_command
+from durable.core.events import RerunRequested, TaskStarted, run_stream
+from durable.core.fold import fold
 from durable.store import PostgresEventStore
 from tests.executing import registry_of, running_executor, wait_for_run
 

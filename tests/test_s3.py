@@ -12,9 +12,9 @@ import pytest
 from aiobotocore.session import get_session
 
 from durable import Param, Workflow
-from durable.s3_rules import S3Trigger
+from durable.core.s3 import S3Trigger
+from durable.runtime.triggers.s3 import S3PollingService
 from durable.store import PostgresEventStore, RunFilter
-from durable.triggers.s3 import S3PollingService
 from tests.executing import registry_of
 
 pytestmark = pytest.mark.slow
@@ -151,8 +151,8 @@ async def test_event_notifications_and_polling_start_one_run_per_object(
 ) -> None:
     import msgspec
 
-    from durable.kafka_rules import KafkaTrigger
-    from durable.triggers.kafka import KafkaTriggerService
+    from durable.core.kafka import KafkaTrigger
+    from durable.runtime.triggers.kafka import KafkaTriggerService
     from tests.test_kafka import TOPIC, Broker, create_topic, produce
 
     wf = Workflow(

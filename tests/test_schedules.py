@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from durable import Param, Schedule, Workflow
+from durable.application.runs import register_versions
 from durable.cli import main
-from durable.dag import DefinitionError
-from durable.executor import register_versions
-from durable.schedule import Tick, due_ticks, fire_times
-from durable.scheduler import Scheduler
+from durable.core.schedule import Tick, due_ticks, fire_times
+from durable.core.spec import DefinitionError
+from durable.runtime.scheduler import Scheduler
 from durable.store import PostgresEventStore, RunFilter
 from tests.executing import registry_of
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from durable.errors import ConcurrencyConflict
-from durable.events import RunPaused, RunStarted, run_stream
+from durable.core.errors import ConcurrencyConflict
+from durable.core.events import RunPaused, RunStarted, run_stream
 from durable.store import PostgresEventStore, connect
 from durable.store.postgres import _init_connection
 from tests.histories import created, succeeded_run

@@ -13,7 +13,7 @@ from aiohttp import web
 from durable import Param, Workflow
 from durable.api import create_app
 from durable.api.auth import create_token
-from durable.s3_rules import WebhookTrigger
+from durable.core.s3 import WebhookTrigger
 from durable.store import PostgresEventStore
 from tests.executing import registry_of
 

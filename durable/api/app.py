@@ -22,18 +22,18 @@ from aiohttp import web
 from durable.api.auth import authenticate, grants
 from durable.api.metrics import HttpMetrics, render_metrics
 from durable.api.routes import ROUTES, TOKEN, Api, ApiError, Route
-from durable.dag import DefinitionError
-from durable.decide import CommandRejected
-from durable.errors import (
+from durable.application.runs import start_run
+from durable.core.decide import CommandRejected
+from durable.core.errors import (
     ConcurrencyConflict,
     DurableError,
     MalformedEvent,
     StoreUnavailable,
     StreamNotFound,
 )
-from durable.events import Trigger
-from durable.executor import start_run
-from durable.kafka_rules import Message, evaluate_s3_event
+from durable.core.events import Trigger
+from durable.core.kafka import Message, evaluate_s3_event
+from durable.core.spec import DefinitionError
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry
 

@@ -23,7 +23,7 @@ from typing import Literal, get_args
 import asyncpg
 import msgspec
 
-from durable.errors import DurableError
+from durable.core.errors import DurableError
 
 __all__ = [
     "SCOPES",

@@ -22,8 +22,7 @@ from aiohttp import web
 
 from durable.api import schemas as s
 from durable.api.auth import TokenInfo, create_token, list_tokens, revoke_token
-from durable.backfill import BackfillState
-from durable.backfiller import (
+from durable.application.backfills import (
     backfill_progress,
     cancel_backfill,
     list_backfills,
@@ -32,19 +31,20 @@ from durable.backfiller import (
     request_backfill,
     set_backfill_paused,
 )
-from durable.commands import apply_command
-from durable.dag import DefinitionError, WorkflowSpec, coerce_params
-from durable.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
-from durable.errors import DurableError, StreamNotFound
-from durable.events import REGISTRY, Recorded, RerunQueued, RerunRequested, Trigger, run_stream
-from durable.executor import start_run
-from durable.fold import evolve, fold
-from durable.history import ExportedEvent
-from durable.ids import new_run_id
-from durable.runs_view import RunRow, row_from_state
-from durable.schedule import next_fire
-from durable.scheduler import schedule_status, set_schedule_paused
-from durable.state import RunState, rerun_plan
+from durable.application.commands import apply_command
+from durable.application.ids import new_run_id
+from durable.application.runs import start_run
+from durable.application.schedules import schedule_status, set_schedule_paused
+from durable.core.backfill import BackfillState
+from durable.core.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
+from durable.core.errors import DurableError, StreamNotFound
+from durable.core.events import REGISTRY, Recorded, RerunQueued, RerunRequested, Trigger, run_stream
+from durable.core.fold import evolve, fold
+from durable.core.history import ExportedEvent
+from durable.core.runs_view import RunRow, row_from_state
+from durable.core.schedule import next_fire
+from durable.core.spec import DefinitionError, WorkflowSpec, coerce_params
+from durable.core.state import RunState, rerun_plan
 from durable.store.base import RunFilter
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from durable.api.auth import Scope
-from durable.history import ExportedEvent
-from durable.runs_view import RunRow
-from durable.state import RunStatus, TaskStatus
+from durable.core.history import ExportedEvent
+from durable.core.runs_view import RunRow
+from durable.core.state import RunStatus, TaskStatus
 
 __all__ = [
     "BackfillCreate",

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from durable.errors import DurableError
+from durable.core.errors import DurableError
 from durable.store.base import EventStore
 
 __all__ = ["main"]

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import click
 from rich.table import Table
 
-from durable.backfiller import (
+from durable.application.backfills import (
     backfill_progress,
     cancel_backfill,
     list_backfills,
@@ -21,11 +21,11 @@ from durable.backfiller import (
     request_backfill,
     set_backfill_paused,
 )
+from durable.application.runs import register_versions
 from durable.cli import Context, as_postgres, main, pass_context
 from durable.cli.inspect import console, progress_bar
 from durable.cli.render import when
 from durable.cli.service import OPERATOR, load, workflows_option
-from durable.executor import register_versions
 from durable.store.base import EventStore
 from durable.store.postgres import PostgresEventStore
 

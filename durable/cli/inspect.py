@@ -13,12 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from durable.cli import Context, main, parse_since, pass_context
 from durable.cli.render import history_table, runs_table, state_view
-from durable.errors import DurableError, MalformedEvent, StreamNotFound
-from durable.events import Recorded, run_stream
-from durable.fold import fold
-from durable.history import dump_line, read_history_file, read_history_lines
-from durable.runs_view import RunRow, row_from_state
-from durable.state import RunState
+from durable.core.errors import DurableError, MalformedEvent, StreamNotFound
+from durable.core.events import Recorded, run_stream
+from durable.core.fold import fold
+from durable.core.history import dump_line, read_history_file, read_history_lines
+from durable.core.runs_view import RunRow, row_from_state
+from durable.core.state import RunState
 from durable.store import RunFilter
 from durable.store.base import EventStore
 

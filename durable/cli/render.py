@@ -9,7 +9,7 @@ import msgspec
 from rich.table import Table
 from rich.text import Text
 
-from durable.events import (
+from durable.core.events import (
     BackfillCancelled,
     BackfillPaused,
     BackfillRequested,
@@ -37,9 +37,9 @@ from durable.events import (
     TaskSucceeded,
     event_type,
 )
-from durable.fold import evolve
-from durable.runs_view import RunRow
-from durable.state import RunState, TaskState
+from durable.core.fold import evolve
+from durable.core.runs_view import RunRow
+from durable.core.state import RunState, TaskState
 
 __all__ = ["history_table", "runs_table", "short_json", "state_view", "when"]
 

@@ -14,13 +14,14 @@ from aiohttp import web
 
 from durable.api import create_app
 from durable.api.auth import ensure_first_token
+from durable.application.commands import apply_command
+from durable.application.ids import new_run_id
+from durable.application.runs import register_versions, start_run
 from durable.cli import Context, main, pass_context
 from durable.cli.inspect import run_records
 from durable.cli.render import short_json, when
-from durable.commands import apply_command
-from durable.dag import DefinitionError
-from durable.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
-from durable.events import (
+from durable.core.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
+from durable.core.events import (
     RerunQueued,
     RunCancelled,
     RunFailed,
@@ -35,16 +36,16 @@ from durable.events import (
     TaskSucceeded,
     run_stream,
 )
-from durable.executor import Executor, register_versions, start_run
-from durable.fold import evolve, fold
-from durable.ids import new_run_id
-from durable.scheduler import Scheduler
-from durable.state import rerun_plan
+from durable.core.fold import evolve, fold
+from durable.core.spec import DefinitionError
+from durable.core.state import rerun_plan
+from durable.runtime.executor import Executor
+from durable.runtime.scheduler import Scheduler
+from durable.runtime.triggers.assets import AssetService
+from durable.runtime.triggers.kafka import KafkaTriggerService
+from durable.runtime.triggers.s3 import S3PollingService
 from durable.store.base import EventStore
 from durable.store.postgres import PostgresEventStore
-from durable.triggers.assets import AssetService
-from durable.triggers.kafka import KafkaTriggerService
-from durable.triggers.s3 import S3PollingService
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
 WORKFLOWS_HELP = "File or folder of workflow definitions (.py, .yaml) [env DURABLE_WORKFLOWS]."

@@ -12,14 +12,14 @@ import msgspec
 from rich.table import Table
 from rich.tree import Tree
 
+from durable.application.runs import register_versions
+from durable.application.schedules import schedule_status, set_schedule_paused
 from durable.cli import Context, as_postgres, main, pass_context
 from durable.cli.inspect import console
 from durable.cli.render import when
 from durable.cli.service import OPERATOR, load, workflows_option
-from durable.dag import DefinitionError, WorkflowSpec, diff_specs
-from durable.executor import register_versions
-from durable.schedule import next_fire
-from durable.scheduler import schedule_status, set_schedule_paused
+from durable.core.schedule import next_fire
+from durable.core.spec import DefinitionError, WorkflowSpec, diff_specs
 from durable.store.base import EventStore
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.yaml import spec_to_yaml

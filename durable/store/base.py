@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from durable.errors import MalformedEvent
-from durable.events import Event, Recorded
-from durable.runs_view import RunRow
-from durable.state import RunStatus
+from durable.core.errors import MalformedEvent
+from durable.core.events import Event, Recorded
+from durable.core.runs_view import RunRow
+from durable.core.state import RunStatus
 
 __all__ = ["EventStore", "Progress", "RunFilter", "check_stream_id"]
 
@@ -60,8 +60,8 @@ class EventStore(Protocol):
         """Append ``events`` after seq ``expected_seq`` (0: a new stream).
 
         Returns the events as recorded once they are committed. Raises
-        :class:`~durable.errors.ConcurrencyConflict` when the stream is not at
-        ``expected_seq``, and :class:`~durable.errors.DuplicateRun` when a ``RunCreated``
+        :class:`~durable.core.errors.ConcurrencyConflict` when the stream is not at
+        ``expected_seq``, and :class:`~durable.core.errors.DuplicateRun` when a ``RunCreated``
         carries an idempotency key that another run already has.
         """
         ...
@@ -70,7 +70,7 @@ class EventStore(Protocol):
         """Write a whole exported history as a new stream, keeping its commit times.
 
         The history must fold (it is checked first); the ``runs`` row is derived from the
-        fold. Raises :class:`~durable.errors.ConcurrencyConflict` if the stream exists.
+        fold. Raises :class:`~durable.core.errors.ConcurrencyConflict` if the stream exists.
         """
         ...
 
@@ -87,7 +87,7 @@ class EventStore(Protocol):
         ...
 
     async def require_stream(self, stream_id: str) -> list[Recorded]:
-        """The whole stream; :class:`~durable.errors.StreamNotFound` when it has no events."""
+        """The whole stream; :class:`~durable.core.errors.StreamNotFound` when it has no events."""
         ...
 
     async def last_position(self) -> int:

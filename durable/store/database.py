@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from durable.errors import StoreUnavailable
+from durable.core.errors import StoreUnavailable
 
 __all__ = ["Database", "resolve_database"]
 

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from durable.errors import ConcurrencyConflict, DuplicateRun, MalformedEvent, StreamNotFound
-from durable.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated, run_stream
-from durable.fold import fold
-from durable.runs_view import RunRow, apply_delta, delta_of, row_from_created, row_from_state
+from durable.core.errors import ConcurrencyConflict, DuplicateRun, MalformedEvent, StreamNotFound
+from durable.core.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated, run_stream
+from durable.core.fold import fold
+from durable.core.runs_view import RunRow, apply_delta, delta_of, row_from_created, row_from_state
 from durable.store.base import Progress, RunFilter, check_stream_id
 
 __all__ = ["MemoryEventStore"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from durable.errors import MigrationError
+from durable.core.errors import MigrationError
 
 __all__ = ["Migration", "apply_migrations", "load_migrations"]
 

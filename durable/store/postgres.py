@@ -19,16 +19,16 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from durable.errors import (
+from durable.core.errors import (
     ConcurrencyConflict,
     DuplicateRun,
     MalformedEvent,
     StoreUnavailable,
     StreamNotFound,
 )
-from durable.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated, run_stream
-from durable.fold import fold
-from durable.runs_view import RunRow, delta_of, row_from_state
+from durable.core.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated, run_stream
+from durable.core.fold import fold
+from durable.core.runs_view import RunRow, delta_of, row_from_state
 from durable.store.base import Progress, RunFilter, check_stream_id
 from durable.store.migrate import apply_migrations
 

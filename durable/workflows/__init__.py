@@ -1,6 +1,6 @@
 """Workflow definitions in Python and YAML, and loading them from files."""
 
-from durable.schedule import Schedule
+from durable.core.schedule import Schedule
 from durable.workflows.context import TaskContext, TaskLog
 from durable.workflows.loader import LoadedWorkflow, WorkflowRegistry, load_workflows
 from durable.workflows.python import Param, TaskRef, Workflow

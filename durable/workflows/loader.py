@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from durable.dag import DefinitionError, WorkflowSpec
+from durable.core.spec import DefinitionError, WorkflowSpec
 from durable.workflows.python import Workflow
 from durable.workflows.yaml import load_yaml_spec
 

@@ -21,12 +21,12 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
-from durable.dag import DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
-from durable.events import TriggerRule
-from durable.kafka_rules import KafkaTrigger
-from durable.retry import RetryPolicy
-from durable.s3_rules import S3Trigger, WebhookTrigger
-from durable.schedule import Schedule
+from durable.core.events import TriggerRule
+from durable.core.kafka import KafkaTrigger
+from durable.core.retry import RetryPolicy
+from durable.core.s3 import S3Trigger, WebhookTrigger
+from durable.core.schedule import Schedule
+from durable.core.spec import DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
 
 __all__ = ["Param", "TaskRef", "Workflow"]
 

@@ -22,11 +22,18 @@ from typing import Any
 import msgspec
 import yaml
 
-from durable.dag import TASK_KINDS, DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
-from durable.kafka_rules import KafkaTrigger
-from durable.retry import RetryPolicy
-from durable.s3_rules import S3Trigger, WebhookTrigger
-from durable.schedule import Schedule
+from durable.core.kafka import KafkaTrigger
+from durable.core.retry import RetryPolicy
+from durable.core.s3 import S3Trigger, WebhookTrigger
+from durable.core.schedule import Schedule
+from durable.core.spec import (
+    TASK_KINDS,
+    DefinitionError,
+    ParamSpec,
+    TaskSpec,
+    WorkflowSpec,
+    validate,
+)
 
 __all__ = ["load_yaml_spec", "spec_to_yaml"]
 

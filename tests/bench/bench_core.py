@@ -29,8 +29,8 @@ from urllib.parse import parse_qs, urlparse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from durable.events import Event, TaskSucceeded, run_stream
-from durable.fold import fold
+from durable.core.events import Event, TaskSucceeded, run_stream
+from durable.core.fold import fold
 from durable.store import PostgresEventStore, connect
 from tests.histories import created, recorded, succeeded_run
 

@@ -26,7 +26,8 @@ import asyncpg
 from rich.console import Console
 
 from durable import Workflow
-from durable.executor import Executor, start_run
+from durable.application.runs import start_run
+from durable.runtime.executor import Executor
 from durable.store import connect
 from durable.workflows import WorkflowRegistry
 from durable.workflows.loader import LoadedWorkflow

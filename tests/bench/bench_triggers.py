@@ -27,10 +27,10 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
 from durable import Param, Schedule, Workflow
-from durable.backfiller import request_backfill
-from durable.kafka_rules import KafkaTrigger
+from durable.application.backfills import request_backfill
+from durable.core.kafka import KafkaTrigger
+from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.store import connect
-from durable.triggers.kafka import KafkaTriggerService
 from tests.bench.bench_core import start_server
 from tests.executing import registry_of
 from tests.test_kafka import TOPIC, Broker, create_topic

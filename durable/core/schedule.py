@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from croniter import croniter
 
-from durable.errors import DurableError
+from durable.core.errors import DurableError
 
 __all__ = [
     "CatchUp",

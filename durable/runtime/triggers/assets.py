@@ -14,15 +14,15 @@ import logging
 
 import asyncpg
 
-from durable.dag import WorkflowSpec
-from durable.events import Recorded, RunCreated, TaskSucceeded, Trigger
-from durable.executor import start_run
+from durable.application.runs import start_run
+from durable.core.events import Recorded, RunCreated, TaskSucceeded, Trigger
+from durable.core.spec import WorkflowSpec
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["AssetService"]
 
-log = logging.getLogger("durable.triggers.assets")
+log = logging.getLogger("durable.runtime.triggers.assets")
 READER = "assets"
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from durable.decide import Command, decide_command
-from durable.errors import ConcurrencyConflict, StreamNotFound
-from durable.events import Recorded, run_stream
-from durable.fold import fold
-from durable.state import RunState
+from durable.core.decide import Command, decide_command
+from durable.core.errors import ConcurrencyConflict, StreamNotFound
+from durable.core.events import Recorded, run_stream
+from durable.core.fold import fold
+from durable.core.state import RunState
 from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
 
 __all__ = ["apply_command"]

@@ -127,7 +127,7 @@ def evaluate_s3_event(
     message: Message, workflow: str, declared: list[str]
 ) -> list[Accepted] | Rejected:
     """An S3 event notification: one accepted run per ObjectCreated record."""
-    from durable.s3_rules import S3Object, S3Trigger, object_dedup_key, object_params
+    from durable.core.s3 import S3Object, S3Trigger, object_dedup_key, object_params
 
     try:
         doc = msgspec.json.decode(message.value or b"")

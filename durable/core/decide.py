@@ -12,9 +12,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from durable.dag import WorkflowSpec
-from durable.errors import DurableError
-from durable.events import (
+from durable.core.errors import DurableError
+from durable.core.events import (
     ErrorInfo,
     Event,
     RerunQueued,
@@ -32,8 +31,9 @@ from durable.events import (
     TaskSkipped,
     TaskSucceeded,
 )
-from durable.retry import retry_at
-from durable.state import DONE_TASK, RunState, TaskState, rerun_plan, rule_verdict
+from durable.core.retry import retry_at
+from durable.core.spec import WorkflowSpec
+from durable.core.state import DONE_TASK, RunState, TaskState, rerun_plan, rule_verdict
 
 __all__ = [
     "Cancel",

@@ -1,254 +1,49 @@
-"""The durable executor: claims runs, replays their logs, runs their tasks, records it all.
+"""Driving one claimed run: fold its log, decide, append fenced, run its attempts.
 
-One :class:`RunDriver` per claimed run is the only writer of that run's stream: it folds
-the log into state, asks the pure :func:`~durable.decide.decide` what to do, appends the
-decision, and starts task attempts. Every append is fenced by the run's seq, so an
-executor that lost its lease can never record a completion; after a crash, the next
-executor replays the log and retries the attempts whose outcome was not recorded.
+A :class:`RunDriver` is the only writer of its run's stream while its executor holds the
+run's lease. Every append states the seq it expects, so a driver whose lease was lost can
+never record a completion.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import os
-import socket
 import traceback
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
 
-from durable.backfill import backfill_state
-from durable.dag import WorkflowSpec, coerce_params
-from durable.decide import attempt_failed, decide, lost_attempts, map_items, next_wakeup
-from durable.errors import (
-    ConcurrencyConflict,
-    DuplicateRun,
-    DurableError,
-    StoreUnavailable,
-    TaskError,
-)
-from durable.events import (
+from durable.core.backfill import backfill_state
+from durable.core.decide import attempt_failed, decide, lost_attempts, map_items, next_wakeup
+from durable.core.errors import ConcurrencyConflict, DurableError, TaskError
+from durable.core.events import (
     ErrorInfo,
     Event,
     Recorded,
     RunCancelled,
-    RunCreated,
     TaskStarted,
     TaskSucceeded,
-    Trigger,
     backfill_stream,
     run_stream,
 )
-from durable.fold import evolve, fold
-from durable.ids import new_run_id
-from durable.state import RunState
-from durable.store.leases import LeaseManager
-from durable.store.postgres import CONTROL_CHANNEL, RUNS_CHANNEL, PostgresEventStore
-from durable.tasks import Resources, run_task
-from durable.tasks import sql as sql_task
+from durable.core.fold import evolve, fold
+from durable.core.spec import WorkflowSpec
+from durable.core.state import RunState
+from durable.runtime.tasks import run_task
+from durable.runtime.tasks import sql as sql_task
 from durable.workflows.context import TaskContext, TaskLog
-from durable.workflows.loader import LoadedWorkflow, WorkflowRegistry
+from durable.workflows.loader import LoadedWorkflow
 
-__all__ = ["Executor", "Slots", "register_versions", "start_run"]
+if TYPE_CHECKING:
+    from durable.runtime.executor import Executor
+
+__all__ = ["RunDriver"]
 
 log = logging.getLogger("durable.executor")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class Slots:
-    """Free task slots: a non-blocking take, and a fair blocking one."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def try_take(self) -> bool:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return True
-        return False
-
-    async def take(self) -> None:
-        if self.try_take():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.give()  # handed a slot just as we were cancelled: pass it on
-            raise
-
-    def give(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot goes straight to the waiter
-                return
-        self._free += 1
-
-
-async def register_versions(pool: asyncpg.Pool, registry: WorkflowRegistry) -> None:
-    """Record every loaded workflow version (``durable versions`` lists them)."""
-    rows = [
-        (w.spec.name, w.spec.version, msgspec.json.encode(w.spec.to_dict()), w.spec.source)
-        for w in registry
-    ]
-    async with pool.acquire() as conn:
-        await conn.executemany(
-            "INSERT INTO durable.workflow_versions (workflow, version, definition, source) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            rows,
-        )
-
-
-async def start_run(
-    store: PostgresEventStore,
-    spec: WorkflowSpec,
-    params: dict[str, Any],
-    *,
-    run_id: str | None = None,
-    idempotency_key: str | None = None,
-    trigger: Trigger | None = None,
-) -> tuple[str, bool]:
-    """Create a run of ``spec``: durable once this returns. ``(run_id, created)``; with
-    an idempotency key already used, the existing run's id and ``False``."""
-    values = coerce_params(spec.params, params, where=f"workflow {spec.name!r}")
-    run_id = run_id or new_run_id()
-    created = RunCreated(
-        run_id=run_id,
-        workflow=spec.name,
-        version=spec.version,
-        tasks=spec.nodes(),
-        params=values,
-        trigger=trigger or Trigger(kind="manual"),
-        idempotency_key=idempotency_key,
-    )
-    try:
-        await store.append(run_stream(run_id), 0, [created])
-    except DuplicateRun as exc:
-        return exc.existing_run_id, False
-    return run_id, True
-
-
-class Executor:
-    """Runs workflows: any number of executors share one database."""
-
-    def __init__(
-        self,
-        store: PostgresEventStore,
-        registry: WorkflowRegistry,
-        *,
-        executor_id: str | None = None,
-        max_tasks: int = 64,
-        max_runs: int = 10_000,
-        lease_seconds: float = 30.0,
-        poll_interval: float = 1.0,
-        clock: Callable[[], datetime] = _utcnow,
-    ) -> None:
-        self.store = store
-        self.registry = registry
-        self.id = executor_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.leases = LeaseManager(store.pool, self.id, ttl=lease_seconds)
-        self.slots = Slots(max_tasks)
-        self.max_runs = max_runs
-        self.poll_interval = poll_interval
-        self.clock = clock
-        self.resources = Resources(store.pool, threads=max_tasks)
-        self.drivers: dict[str, RunDriver] = {}
-        self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; then stop every run cleanly and let go of them."""
-        await register_versions(self.store.pool, self.registry)
-        await self._listen()
-        heartbeat = asyncio.create_task(self._heartbeat(), name="durable-heartbeat")
-        try:
-            while not stop.is_set():
-                try:
-                    await self._claim()
-                except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
-                    log.warning("claiming runs failed, will retry: %s", exc)
-                self._wake.clear()
-                waiter = asyncio.create_task(self._wake.wait())
-                stopper = asyncio.create_task(stop.wait())
-                await asyncio.wait(
-                    {waiter, stopper},
-                    timeout=self.poll_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                waiter.cancel()
-                stopper.cancel()
-        finally:
-            heartbeat.cancel()
-            drivers = list(self.drivers.values())
-            for driver in drivers:
-                driver.shutdown()
-            await asyncio.gather(*(d.done for d in drivers), return_exceptions=True)
-            if self._listener is not None:
-                with contextlib.suppress(Exception):
-                    await self._listener.close()
-            await self.resources.close()
-
-    async def _listen(self) -> None:
-        try:
-            conn = await asyncpg.connect(self.store.dsn, timeout=10)
-            await conn.add_listener(RUNS_CHANNEL, lambda *_: self._wake.set())
-            await conn.add_listener(CONTROL_CHANNEL, self._on_control)
-            self._listener = conn
-        except (OSError, asyncpg.PostgresError) as exc:  # polling still finds the work
-            log.warning("LISTEN failed, falling back to polling: %s", exc)
-
-    def _on_control(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        driver = self.drivers.get(payload)
-        if driver is not None:
-            driver.poke()
-        else:
-            self._wake.set()  # a resumed run needs an executor
-
-    async def _claim(self) -> None:
-        free = self.max_runs - len(self.drivers)
-        keys = [f"{name}@{version}" for name, version in self.registry.versions()]
-        for run_id in await self.leases.claim(keys, min(free, 200)):
-            if run_id in self.drivers:
-                # Its driver is letting go right now (it released the lease, it has not
-                # left yet): give the claim back, the next poll takes the run properly.
-                # Kept, the lease would have no driver to renew it, and stall the run.
-                await self.leases.release(run_id)
-                continue
-            driver = RunDriver(self, run_id)
-            self.drivers[run_id] = driver
-            driver.start()
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.leases.ttl / 3)
-            try:
-                held = await self.leases.renew(list(self.drivers))
-            except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
-                log.warning("heartbeat failed: %s", exc)
-                continue
-            for run_id, driver in list(self.drivers.items()):
-                if run_id not in held and driver.started_before_heartbeat:
-                    log.warning("lost the lease on run %s; stopping it here", run_id)
-                    driver.lease_lost()
-            for driver in self.drivers.values():
-                driver.started_before_heartbeat = True
-
-    def forget(self, run_id: str) -> None:
-        self.drivers.pop(run_id, None)
-        self._wake.set()  # room for another run
 
 
 class _Result(msgspec.Struct):

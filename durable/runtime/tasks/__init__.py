@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from durable.dag import TaskSpec
-from durable.errors import TaskError
+from durable.core.errors import TaskError
+from durable.core.spec import TaskSpec
 from durable.workflows.context import TaskContext, render_template
 
 __all__ = ["Resources", "call_python", "render", "run_task"]
@@ -144,7 +144,7 @@ async def run_task(
     not_before: datetime | None = None,
 ) -> Any:
     """Run one attempt of ``spec``; returns its output."""
-    from durable.tasks import http, shell, sql
+    from durable.runtime.tasks import http, shell, sql
 
     match spec.kind:
         case "python" | "map":

@@ -9,8 +9,8 @@ import resource
 import signal
 from typing import Any
 
-from durable.dag import TaskSpec
-from durable.errors import TaskError
+from durable.core.errors import TaskError
+from durable.core.spec import TaskSpec
 from durable.workflows.context import TaskContext
 
 __all__ = ["run"]
@@ -19,7 +19,7 @@ _TAIL = 20
 
 
 async def run(spec: TaskSpec, ctx: TaskContext) -> Any:
-    from durable.tasks import render
+    from durable.runtime.tasks import render
 
     command = render(spec.config["command"], ctx)
     env = {

@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from durable.events import Event, RerunRequested, RunCreated, RunStarted
-from durable.fold import run_status_after
-from durable.state import TERMINAL_RUN, RunState, RunStatus
+from durable.core.events import Event, RerunRequested, RunCreated, RunStarted
+from durable.core.fold import run_status_after
+from durable.core.state import TERMINAL_RUN, RunState, RunStatus
 
 __all__ = ["RunDelta", "RunRow", "apply_delta", "delta_of", "row_from_created", "row_from_state"]
 

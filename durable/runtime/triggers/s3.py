@@ -18,16 +18,16 @@ from typing import Any
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from durable.dag import DefinitionError, WorkflowSpec
-from durable.events import Trigger
-from durable.executor import start_run
-from durable.s3_rules import S3Object, S3Trigger, object_dedup_key, object_params
+from durable.application.runs import start_run
+from durable.core.events import Trigger
+from durable.core.s3 import S3Object, S3Trigger, object_dedup_key, object_params
+from durable.core.spec import DefinitionError, WorkflowSpec
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["S3PollingService"]
 
-log = logging.getLogger("durable.triggers.s3")
+log = logging.getLogger("durable.runtime.triggers.s3")
 
 
 class S3PollingService:

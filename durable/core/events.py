@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, TypeAlias
 
 import msgspec
 
-from durable.errors import MalformedEvent, UnknownEventType
+from durable.core.errors import MalformedEvent, UnknownEventType
 
 __all__ = [
     "EVENT_TYPES",

@@ -20,11 +20,10 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
-from durable.dag import DefinitionError, WorkflowSpec, coerce_params
-from durable.errors import DuplicateRun
-from durable.events import Event, RunCreated, TaskNode, Trigger, run_stream
-from durable.ids import new_run_id
-from durable.kafka_rules import (
+from durable.application.ids import new_run_id
+from durable.core.errors import DuplicateRun
+from durable.core.events import Event, RunCreated, TaskNode, Trigger, run_stream
+from durable.core.kafka import (
     Accepted,
     KafkaTrigger,
     Message,
@@ -33,12 +32,13 @@ from durable.kafka_rules import (
     evaluate,
     evaluate_s3_event,
 )
+from durable.core.spec import DefinitionError, WorkflowSpec, coerce_params
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["KafkaTriggerService"]
 
-log = logging.getLogger("durable.triggers.kafka")
+log = logging.getLogger("durable.runtime.triggers.kafka")
 
 
 class KafkaTriggerService:

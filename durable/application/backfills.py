@@ -16,12 +16,14 @@ from typing import Any, Literal
 
 import msgspec
 
-from durable.backfill import BackfillState, backfill_state, intervals
-from durable.commands import apply_command
-from durable.dag import DefinitionError, WorkflowSpec
-from durable.decide import Cancel, CommandRejected, Rerun
-from durable.errors import ConcurrencyConflict, DurableError
-from durable.events import (
+from durable.application.commands import apply_command
+from durable.application.ids import new_run_id
+from durable.application.runs import start_run
+from durable.application.schedules import scheduled_params
+from durable.core.backfill import BackfillState, backfill_state, intervals
+from durable.core.decide import Cancel, CommandRejected, Rerun
+from durable.core.errors import ConcurrencyConflict, DurableError
+from durable.core.events import (
     BackfillCancelled,
     BackfillPaused,
     BackfillRequested,
@@ -29,10 +31,8 @@ from durable.events import (
     Trigger,
     backfill_stream,
 )
-from durable.executor import start_run
-from durable.ids import new_run_id
-from durable.schedule import Tick
-from durable.scheduler import scheduled_params
+from durable.core.schedule import Tick
+from durable.core.spec import DefinitionError, WorkflowSpec
 from durable.store.postgres import RUNS_CHANNEL, PostgresEventStore
 
 __all__ = [

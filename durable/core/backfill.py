@@ -12,14 +12,14 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from durable.events import (
+from durable.core.events import (
     BackfillCancelled,
     BackfillPaused,
     BackfillRequested,
     BackfillResumed,
     Event,
 )
-from durable.schedule import Schedule, Tick, fire_times, next_fire
+from durable.core.schedule import Schedule, Tick, fire_times, next_fire
 
 __all__ = ["BackfillState", "backfill_state", "intervals"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import msgspec
 
-from durable.errors import MalformedEvent
-from durable.events import REGISTRY, EventRegistry, Recorded
+from durable.core.errors import MalformedEvent
+from durable.core.events import REGISTRY, EventRegistry, Recorded
 
 __all__ = ["ExportedEvent", "dump_line", "read_history_file", "read_history_lines"]
 

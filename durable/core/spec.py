@@ -14,12 +14,12 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
-from durable.errors import DurableError
-from durable.events import TaskNode, TriggerRule
-from durable.kafka_rules import KafkaTrigger
-from durable.retry import RetryPolicy
-from durable.s3_rules import S3Trigger, WebhookTrigger
-from durable.schedule import Schedule, ScheduleError, validate_schedule
+from durable.core.errors import DurableError
+from durable.core.events import TaskNode, TriggerRule
+from durable.core.kafka import KafkaTrigger
+from durable.core.retry import RetryPolicy
+from durable.core.s3 import S3Trigger, WebhookTrigger
+from durable.core.schedule import Schedule, ScheduleError, validate_schedule
 
 __all__ = [
     "TASK_KINDS",

@@ -12,8 +12,8 @@ from typing import NoReturn, assert_never
 
 from msgspec.structs import replace
 
-from durable.errors import InvalidTransition
-from durable.events import (
+from durable.core.errors import InvalidTransition
+from durable.core.events import (
     BackfillCancelled,
     BackfillPaused,
     BackfillRequested,
@@ -41,7 +41,7 @@ from durable.events import (
     TaskSucceeded,
     event_type,
 )
-from durable.state import (
+from durable.core.state import (
     ACTIVE_TASK,
     DONE_TASK,
     TERMINAL_RUN,

@@ -1,4 +1,4 @@
-"""The state of a run, as folded from its events (see :mod:`durable.fold`).
+"""The state of a run, as folded from its events (see :mod:`durable.core.fold`).
 
 Pure data: frozen structs, no I/O. ``check_invariants`` states what every reachable
 state satisfies; property tests fold random valid histories and check it after every
@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
-from durable.events import ErrorInfo, RerunQueued, Trigger, TriggerRule
+from durable.core.events import ErrorInfo, RerunQueued, Trigger, TriggerRule
 
 __all__ = [
     "ACTIVE_TASK",

@@ -6,8 +6,8 @@ from typing import Any
 
 import aiohttp
 
-from durable.dag import TaskSpec
-from durable.errors import TaskError
+from durable.core.errors import TaskError
+from durable.core.spec import TaskSpec
 from durable.workflows.context import TaskContext
 
 __all__ = ["run"]
@@ -16,7 +16,7 @@ _MAX_BODY = 1_000_000
 
 
 async def run(spec: TaskSpec, ctx: TaskContext, session: aiohttp.ClientSession) -> Any:
-    from durable.tasks import render
+    from durable.runtime.tasks import render
 
     cfg = render(spec.config, ctx)
     expect = cfg.get("expect") or list(range(200, 300))

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from durable.dag import TaskSpec
-from durable.errors import TaskError
+from durable.core.errors import TaskError
+from durable.core.spec import TaskSpec
 from durable.workflows.context import TaskContext
 
 __all__ = ["execute", "run"]
@@ -27,7 +27,7 @@ async def run(spec: TaskSpec, ctx: TaskContext, resources: Any) -> Any:
 
 async def execute(conn: asyncpg.Connection, spec: TaskSpec, ctx: TaskContext) -> Any:
     """Run the task's statement on ``conn``: rows of a query, or the command status."""
-    from durable.tasks import render
+    from durable.runtime.tasks import render
 
     args = render(spec.config.get("args") or [], ctx)
     try:
