@@ -8,6 +8,7 @@ go of an embedded server it started stops it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -16,6 +17,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from durable.core.errors import StoreUnavailable
 
@@ -64,6 +67,7 @@ def start_embedded(pgdata: Path) -> str:
         logging.getLogger("pgserver").setLevel(logging.WARNING)
         import pgserver
 
+        _forget_dead_handles(pgserver, pgdata)
         for attempt in range(3):
             try:
                 server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
@@ -85,6 +89,39 @@ def start_embedded(pgdata: Path) -> str:
                     hint=f"see {log}" if log.exists() else "is the directory writable?",
                 ) from exc
     return str(server.get_uri())
+
+
+def _forget_dead_handles(pgserver: Any, pgdata: Path) -> None:
+    """Drop the pids of dead processes from pgserver's list of handles.
+
+    pgserver stops the server when the last process holding a handle exits; a process
+    killed with SIGKILL never takes its pid off the list, and then no process after it
+    ever stops the server. Under pgserver's own inter-process lock.
+    """
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    with pgserver.PostgresServer._lock:
+        try:
+            pids = [int(p) for p in msgspec.json.decode(handles.read_bytes())]
+        except (OSError, ValueError, TypeError, msgspec.DecodeError):
+            return
+        alive = [p for p in pids if _alive(p)]
+        if alive != pids:
+            handles.write_bytes(msgspec.json.encode(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    return True
 
 
 def _redact(url: str) -> str:
