@@ -1,3 +1,3 @@
 from durable.cli import main
 
-main()
+main(prog_name="durable")
