@@ -11,7 +11,7 @@ import pytest
 from durable.core.errors import ConcurrencyConflict
 from durable.core.events import RunPaused, RunStarted, run_stream
 from durable.store import PostgresEventStore, connect
-from durable.store.postgres import _init_connection
+from durable.store.postgres.connection import init_connection as _init_connection
 from tests.histories import created, succeeded_run
 from tests.store_contract import StoreContract
 
