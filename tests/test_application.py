@@ -62,8 +62,15 @@ def _workflow() -> Workflow:
     return wf
 
 
-async def test_start_run_is_create_run() -> None:
-    assert start_run is create_run
+async def test_start_run_still_answers_a_reused_key_with_the_existing_run(
+    store: EventStore,
+) -> None:
+    spec = _workflow().spec()
+    first, _ = await create_run(store, spec, {"n": 2}, idempotency_key="http:orders:k")
+    assert await start_run(store, spec, {"n": 3}, idempotency_key="http:orders:k") == (
+        first,
+        False,
+    )
 
 
 async def test_one_key_same_request_is_one_run(store: EventStore) -> None:

@@ -74,5 +74,21 @@ async def create_run(
     return run_id, True
 
 
-start_run = create_run
-"""The former name of :func:`create_run`, kept while callers move over."""
+async def start_run(
+    store: EventStore,
+    spec: WorkflowSpec,
+    params: dict[str, Any],
+    *,
+    run_id: str | None = None,
+    idempotency_key: str | None = None,
+    trigger: Trigger | None = None,
+) -> tuple[str, bool]:
+    """TEMPORARY, the former :func:`create_run`: a key reused for another request gives
+    the existing run instead of refusing it (durable/api checks that itself until it
+    calls ``create_run``). Remove once nothing calls it."""
+    try:
+        return await create_run(
+            store, spec, params, run_id=run_id, idempotency_key=idempotency_key, trigger=trigger
+        )
+    except IdempotencyConflict as exc:
+        return exc.existing_run_id, False
