@@ -12,7 +12,7 @@ from durable.core.events import run_stream
 from durable.core.fold import fold
 from durable.core.state import RunState
 from durable.runtime.executor import Executor
-from durable.store import PostgresEventStore
+from durable.store import EventStore
 from durable.workflows import Workflow, WorkflowRegistry
 from durable.workflows.loader import LoadedWorkflow
 
@@ -26,7 +26,7 @@ def registry_of(*workflows: Workflow) -> WorkflowRegistry:
 
 @asynccontextmanager
 async def running_executor(
-    store: PostgresEventStore, registry: WorkflowRegistry, **kw: Any
+    store: EventStore, registry: WorkflowRegistry, **kw: Any
 ) -> AsyncIterator[Executor]:
     kw.setdefault("poll_interval", 0.2)
     executor = Executor(store, registry, **kw)
@@ -40,7 +40,7 @@ async def running_executor(
 
 
 async def wait_for_run(
-    store: PostgresEventStore,
+    store: EventStore,
     run_id: str,
     *,
     statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
@@ -58,7 +58,7 @@ async def wait_for_run(
 
 
 async def run_to_end(
-    store: PostgresEventStore, wf: Workflow, params: dict[str, Any] | None = None, **kw: Any
+    store: EventStore, wf: Workflow, params: dict[str, Any] | None = None, **kw: Any
 ) -> RunState:
     registry = registry_of(wf)
     async with running_executor(store, registry, **kw):

@@ -138,7 +138,7 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
 async def api(pg_store: PostgresEventStore) -> AsyncIterator[Api]:
     b = Behaviour()
     registry = registry_of(*workflows(b))
-    await register_versions(pg_store.pool, registry)
+    await register_versions(pg_store, registry)
     tokens = {}
     for scope in ("read", "trigger", "operate", "admin"):
         _, tokens[scope] = await create_token(pg_store.pool, f"test-{scope}", [scope])

@@ -41,7 +41,7 @@ async def test_an_asset_update_runs_its_consumers_once(
         await wait_for_run(pg_store, second)
         again = AssetService(pg_store, registry)  # a restart: continues from its position
         await again.catch_up()
-        async with pg_store.pool.acquire() as conn:  # and a full re-read from the start
+        async with pg_store._pool.acquire() as conn:  # and a full re-read from the start
             await conn.execute("UPDATE durable.log_positions SET position = 0")
         await again.catch_up()
         consumers = await pg_store.list_runs(RunFilter(workflow="refresh_dashboard"))

@@ -72,7 +72,7 @@ async def test_backfill_is_idempotent_and_reprocesses_failures(
         _, plan = await request_backfill(pg_store, wf.spec(), start, end)
         assert plan.counts() == {"skip": 5}
         # the schedule goes on after the backfilled intervals, without redoing any of them
-        await register_versions(pg_store.pool, registry)
+        await register_versions(pg_store, registry)
         scheduler = Scheduler(
             pg_store, registry, clock=lambda: datetime(2026, 11, 7, 3, tzinfo=UTC)
         )

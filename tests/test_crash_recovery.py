@@ -117,7 +117,7 @@ async def wait_for_line(effects: Path, needle: str, count: int, timeout: float =
 async def test_sigkill_mid_run_loses_and_doubles_nothing(
     pg_store: PostgresEventStore, database_url: str, crashy: Path, tmp_path: Path
 ) -> None:
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         await conn.execute("CREATE TABLE crash_rows (run_id text)")
     spec = load_workflows(crashy).get("crashy").spec
     effects = tmp_path / "effects.log"
@@ -160,7 +160,7 @@ async def test_sigkill_mid_run_loses_and_doubles_nothing(
         assert state.tasks["slow"].output == "slow done"
         retried = [e for e in events if isinstance(e, TaskStarted) and e.task == "slow"]
         assert [e.attempt for e in retried] == [1, 2]
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         rows = Counter(r["run_id"] for r in await conn.fetch("SELECT run_id FROM crash_rows"))
     assert rows == {r: 1 for r in runs}  # the transactional SQL task's rows: exactly once
 
@@ -169,7 +169,7 @@ async def test_sigkill_during_the_transactional_sql_task(
     pg_store: PostgresEventStore, database_url: str, tmp_path: Path
 ) -> None:
     """Killed while the SQL task's transaction is open: its rows roll back with it."""
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         await conn.execute("CREATE TABLE slow_rows (run_id text)")
     path = tmp_path / "txkill.py"
     path.write_text(
@@ -184,7 +184,7 @@ async def test_sigkill_during_the_transactional_sql_task(
     first = executor_process(database_url, path, effects, "first")
     try:
         for _ in range(200):  # wait until the inserts are in flight
-            async with pg_store.pool.acquire() as conn:
+            async with pg_store._pool.acquire() as conn:
                 active = await conn.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO slow_rows%'"
                 )
@@ -203,7 +203,7 @@ async def test_sigkill_during_the_transactional_sql_task(
         second.terminate()
         second.wait(20)
     assert {s.status for s in finished} == {"succeeded"}
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         rows = Counter(r["run_id"] for r in await conn.fetch("SELECT run_id FROM slow_rows"))
     assert rows == {r: 1 for r in runs}
     assert all(s.tasks["load"].executions == 2 for s in finished)
@@ -261,7 +261,7 @@ async def test_sigkill_of_the_scheduler_mid_tick_neither_loses_nor_doubles(
     effects = tmp_path / "effects.log"
 
     async def runs() -> tuple[int, int, list[datetime]]:
-        async with pg_store.pool.acquire() as conn:
+        async with pg_store._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT logical_time FROM durable.runs WHERE workflow = 'ticking' ORDER BY 1"
             )

@@ -121,7 +121,7 @@ async def consuming(
 
 
 async def counts(store: PostgresEventStore) -> tuple[int, int, int]:
-    async with store.pool.acquire() as conn:
+    async with store._pool.acquire() as conn:
         runs = await conn.fetchval("SELECT count(*) FROM durable.runs WHERE workflow = 'orders'")
         dead = await conn.fetchval("SELECT count(*) FROM durable.dead_letters")
         consumed = await conn.fetchval(
@@ -174,7 +174,7 @@ async def test_each_message_starts_exactly_one_run(
         await until(pg_store, 20, len(batch))
     runs, dead, consumed = await counts(pg_store)
     assert (runs, dead, consumed) == (20, 4, 30)
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         reasons = sorted(
             r["reason"] for r in await conn.fetch("SELECT reason FROM durable.dead_letters")
         )
@@ -196,7 +196,7 @@ async def test_each_message_starts_exactly_one_run(
     assert await counts(pg_store) == (20, 4, 30)
 
     # a re-seek backwards (offsets rewound to 0): every message is read again, no new run
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         await conn.execute("UPDATE durable.kafka_offsets SET next_offset = 0")
     async with consuming(pg_store, wf, broker.bootstrap):
         await until(pg_store, 20, 30)

@@ -118,7 +118,7 @@ async def test_shell_task_env_cwd_output_and_log(
         str(tmp_path),
         "hi",
     ]
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT stream, message FROM durable.task_logs WHERE run_id = $1 ORDER BY line",
             state.run_id,
@@ -189,7 +189,7 @@ async def test_http_task_retries_5xx_and_records_the_body(pg_store: PostgresEven
 
 
 async def test_sql_tasks_query_and_write(pg_store: PostgresEventStore) -> None:
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         await conn.execute("CREATE TABLE sales (day date, amount numeric)")
     wf = Workflow("sql")
     load = wf.sql(
@@ -206,7 +206,7 @@ async def test_sql_tasks_query_and_write(pg_store: PostgresEventStore) -> None:
 
 
 async def test_transactional_sql_commits_with_its_completion(pg_store: PostgresEventStore) -> None:
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         await conn.execute("CREATE TABLE loaded (run_id text, day date)")
     wf = Workflow("tx")
     wf.sql(
@@ -217,7 +217,7 @@ async def test_transactional_sql_commits_with_its_completion(pg_store: PostgresE
     )
     state = await run_to_end(pg_store, wf)
     assert state.status == "succeeded"
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         rows = await conn.fetch("SELECT run_id FROM loaded")
     assert [r["run_id"] for r in rows] == [state.run_id]
 

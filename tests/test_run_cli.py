@@ -84,3 +84,17 @@ def test_the_example_pipeline_runs_idempotently_per_date(tmp_path: Path) -> None
     unknown = durable("run", "daily_sale", "--workflows", str(EXAMPLE), home=home)
     assert unknown.returncode == 2
     assert "workflow 'daily_sale': is not defined (known workflows: daily_sales)" in unknown.stderr
+
+    # an idempotency key is one request: the same one again is the same run, another
+    # one with that key is refused and records nothing
+    keyed = ("run", "daily_sales", "--workflows", str(EXAMPLE), "--idempotency-key", "k-1")
+    once = durable(*keyed, "--param", "date=2026-11-20", home=home)
+    assert once.returncode == 0, once.stdout + once.stderr
+    keyed_id = once.stdout.split("started run ")[1].split()[0]
+    same = durable(*keyed, "--param", "date=2026-11-20", home=home)
+    assert f"already exists: run {keyed_id}" in same.stdout
+    other = durable(*keyed, "--param", "date=2026-11-19", home=home)
+    assert other.returncode == 2
+    assert f"idempotency key 'k-1' already started run {keyed_id} with other params" in (
+        other.stderr
+    )

@@ -217,6 +217,6 @@ async def test_event_notifications_and_polling_start_one_run_per_object(
     runs = await runs_by_key(pg_store)
     assert sorted(runs) == ["sales/day 1.csv", "sales/day-2.csv"]
     assert [len(v) for v in runs.values()] == [1, 1]  # reported twice + polled: one run
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         reasons = [r["reason"] for r in await conn.fetch("SELECT reason FROM durable.dead_letters")]
     assert reasons == ["not an S3 event notification: missing or bad 's3'"]

@@ -123,7 +123,7 @@ async def test_each_tick_creates_its_run_exactly_once(
     )
     wf.shell("load", "echo ${params.date}")
     registry = registry_of(wf)
-    await register_versions(pg_store.pool, registry)
+    await register_versions(pg_store, registry)
     clock = Clock(utc(2026, 11, 21, 3))
     scheduler = Scheduler(pg_store, registry, clock=clock)
     created = await scheduler.tick()

@@ -11,12 +11,19 @@ import pytest
 from durable.core.errors import ConcurrencyConflict
 from durable.core.events import RunPaused, RunStarted, run_stream
 from durable.store import PostgresEventStore, connect
-from durable.store.postgres import _init_connection
+from durable.store.postgres.connection import init_connection as _init_connection
 from tests.histories import created, succeeded_run
 from tests.store_contract import StoreContract
+from tests.store_tables_contract import TablesContract
 
 
 class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    async def store(self, pg_store: PostgresEventStore) -> PostgresEventStore:
+        return pg_store
+
+
+class TestPostgresTables(TablesContract):
     @pytest.fixture
     async def store(self, pg_store: PostgresEventStore) -> PostgresEventStore:
         return pg_store
@@ -94,7 +101,7 @@ async def test_rebuild_repairs_a_damaged_read_model(
 ) -> None:
     await pg_store.append(run_stream("r1"), 0, succeeded_run("r1"))
     good = await pg_store.get_run("r1")
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         await conn.execute("UPDATE durable.runs SET status = 'running', last_seq = 3")
     assert (await pg_store.get_run("r1")) != good
     await pg_store.rebuild_runs()

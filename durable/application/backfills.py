@@ -9,6 +9,7 @@ the ``failed`` ones, or rerun ``all`` of them — in place, as a new generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -18,22 +19,26 @@ import msgspec
 
 from durable.application.commands import apply_command
 from durable.application.ids import new_run_id
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.application.schedules import scheduled_params
-from durable.core.backfill import BackfillState, backfill_state, intervals
-from durable.core.decide import Cancel, CommandRejected, Rerun
-from durable.core.errors import ConcurrencyConflict, DurableError
-from durable.core.events import (
-    BackfillCancelled,
-    BackfillPaused,
-    BackfillRequested,
-    BackfillResumed,
-    Trigger,
-    backfill_stream,
+from durable.application.streams import apply_to_stream
+from durable.core.backfill import (
+    BackfillCommand,
+    BackfillState,
+    CancelBackfill,
+    PauseBackfill,
+    RequestBackfill,
+    ResumeBackfill,
+    backfill_state,
+    decide_backfill,
+    intervals,
 )
+from durable.core.decide import Cancel, CommandRejected, Rerun
+from durable.core.errors import DurableError, IdempotencyConflict
+from durable.core.events import BackfillRequested, Event, Recorded, Trigger, backfill_stream
 from durable.core.schedule import Tick
 from durable.core.spec import DefinitionError, WorkflowSpec
-from durable.store.postgres import RUNS_CHANNEL, PostgresEventStore
+from durable.store.base import EventStore
 
 __all__ = [
     "BackfillPlan",
@@ -60,7 +65,7 @@ class BackfillPlan(msgspec.Struct, kw_only=True):
 
 
 async def plan_backfill(
-    store: PostgresEventStore,
+    store: EventStore,
     spec: WorkflowSpec,
     start: datetime,
     end: datetime,
@@ -83,12 +88,7 @@ async def plan_backfill(
             hint="split it into several backfills",
         )
     keys = [_key(spec, t) for t in ticks]
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT idempotency_key, status FROM durable.runs WHERE idempotency_key = ANY($1::text[])",
-            keys,
-        )
-    existing = {r["idempotency_key"]: r["status"] for r in rows}
+    existing = {k: r.status for k, r in (await store.runs_by_keys(keys)).items()}
     actions = []
     for key in keys:
         status = existing.get(key)
@@ -108,7 +108,7 @@ def _key(spec: WorkflowSpec, tick: Tick) -> str:
 
 
 async def request_backfill(
-    store: PostgresEventStore,
+    store: EventStore,
     spec: WorkflowSpec,
     start: datetime,
     end: datetime,
@@ -121,22 +121,17 @@ async def request_backfill(
     """Record the backfill, then create (or rerun) its runs; returns its id and plan."""
     plan = await plan_backfill(store, spec, start, end, reprocess)
     backfill_id = f"bf-{new_run_id()}"
-    await store.append(
-        backfill_stream(backfill_id),
-        0,
-        [
-            BackfillRequested(
-                backfill_id=backfill_id,
-                workflow=spec.name,
-                start=start,
-                end=end,
-                intervals=len(plan.intervals),
-                max_parallel=max_parallel,
-                reprocess=reprocess,
-                by=by,
-            )
-        ],
+    request = BackfillRequested(
+        backfill_id=backfill_id,
+        workflow=spec.name,
+        start=start,
+        end=end,
+        intervals=len(plan.intervals),
+        max_parallel=max_parallel,
+        reprocess=reprocess,
+        by=by,
     )
+    await _decide(store, backfill_id, RequestBackfill(request=request))
     done = 0
     todo = list(zip(plan.intervals, plan.actions, strict=True))
     for chunk_start in range(0, len(todo), 500):  # concurrently: group commit batches them
@@ -145,12 +140,12 @@ async def request_backfill(
         done += len(chunk)
         if progress is not None:
             progress(done, len(todo))
-    await store.notify(RUNS_CHANNEL, backfill_id)
+    await store.wakeups.notify_runs(backfill_id)
     return backfill_id, plan
 
 
 async def _apply(
-    store: PostgresEventStore,
+    store: EventStore,
     spec: WorkflowSpec,
     backfill_id: str,
     tick: Tick,
@@ -158,24 +153,24 @@ async def _apply(
     by: str | None,
 ) -> None:
     if action == "create":
-        await start_run(
-            store,
-            spec,
-            scheduled_params(spec, tick),
-            idempotency_key=_key(spec, tick),
-            trigger=Trigger(
-                kind="backfill",
-                source=backfill_id,
-                logical_time=tick.start,
-                data_interval_start=tick.start,
-                data_interval_end=tick.end,
-            ),
-        )
-    elif action.startswith("rerun"):
-        async with store.pool.acquire() as conn:
-            run_id = await conn.fetchval(
-                "SELECT run_id FROM durable.runs WHERE idempotency_key = $1", _key(spec, tick)
+        # the interval's key is deterministic: a run made with other params (an older
+        # version's defaults) covers the interval all the same
+        with contextlib.suppress(IdempotencyConflict):
+            await create_run(
+                store,
+                spec,
+                scheduled_params(spec, tick),
+                idempotency_key=_key(spec, tick),
+                trigger=Trigger(
+                    kind="backfill",
+                    source=backfill_id,
+                    logical_time=tick.start,
+                    data_interval_start=tick.start,
+                    data_interval_end=tick.end,
+                ),
             )
+    elif action.startswith("rerun"):
+        run_id = (await store.runs_by_keys([_key(spec, tick)]))[_key(spec, tick)].run_id
         roots = tuple(t.name for t in spec.tasks if not t.upstream)
         await _command(
             store,
@@ -184,7 +179,7 @@ async def _apply(
         )
 
 
-async def _command(store: PostgresEventStore, run_id: str, command: Any) -> bool:
+async def _command(store: EventStore, run_id: str, command: Any) -> bool:
     """Apply a command to one of the backfill's runs; False if refused or already applied."""
     try:
         _, appended = await apply_command(store, run_id, command)
@@ -193,86 +188,63 @@ async def _command(store: PostgresEventStore, run_id: str, command: Any) -> bool
     return bool(appended)
 
 
-async def load_backfill(store: PostgresEventStore, backfill_id: str) -> BackfillState:
+async def _decide(
+    store: EventStore, backfill_id: str, command: BackfillCommand
+) -> tuple[BackfillState | None, list[Recorded]]:
+    def decide(state: BackfillState | None) -> list[Event]:
+        try:
+            return decide_backfill(state, command)
+        except DurableError as exc:
+            if state is None:
+                raise DurableError(
+                    f"no backfill {backfill_id!r}", hint="`durable backfills` lists them"
+                ) from None
+            raise exc
+
+    return await apply_to_stream(
+        store,
+        backfill_stream(backfill_id),
+        lambda records: backfill_state(r.event for r in records),
+        decide,
+    )
+
+
+async def load_backfill(store: EventStore, backfill_id: str) -> BackfillState:
     state = backfill_state(r.event for r in await store.read_stream(backfill_stream(backfill_id)))
     if state is None:
         raise DurableError(f"no backfill {backfill_id!r}", hint="`durable backfills` lists them")
     return state
 
 
-async def backfill_progress(store: PostgresEventStore, state: BackfillState) -> Counter[str]:
+async def backfill_progress(store: EventStore, state: BackfillState) -> Counter[str]:
     """The statuses of the runs covering the backfill's intervals."""
     r = state.request
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT status, count(*) AS n FROM durable.runs WHERE workflow = $1 "
-            "AND logical_time >= $2 AND logical_time < $3 "
-            "AND trigger_kind IN ('schedule', 'backfill') GROUP BY status",
-            r.workflow,
-            r.start,
-            r.end,
-        )
-    return Counter({row["status"]: row["n"] for row in rows})
+    return Counter(await store.interval_statuses(r.workflow, r.start, r.end))
 
 
-async def list_backfills(store: PostgresEventStore) -> list[tuple[BackfillState, Counter[str]]]:
-    async with store.pool.acquire() as conn:
-        ids = [
-            r["stream_id"]
-            for r in await conn.fetch(
-                "SELECT stream_id FROM durable.events WHERE stream_id LIKE 'backfill:%' AND seq = 1 "
-                "ORDER BY position DESC LIMIT 100"
-            )
-        ]
+async def list_backfills(store: EventStore) -> list[tuple[BackfillState, Counter[str]]]:
     out = []
-    for stream_id in ids:
+    for stream_id in await store.stream_ids("backfill:", 100):
         state = await load_backfill(store, stream_id.split(":", 1)[1])
         out.append((state, await backfill_progress(store, state)))
     return out
 
 
 async def set_backfill_paused(
-    store: PostgresEventStore, backfill_id: str, paused: bool, by: str | None
+    store: EventStore, backfill_id: str, paused: bool, by: str | None
 ) -> str:
-    for _ in range(10):
-        records = await store.read_stream(backfill_stream(backfill_id))
-        state = backfill_state(r.event for r in records)
-        if state is None:
-            raise DurableError(
-                f"no backfill {backfill_id!r}", hint="`durable backfills` lists them"
-            )
-        wanted = "paused" if paused else "running"
-        if state.status == wanted:
-            return f"backfill {backfill_id} is already {wanted}"
-        if state.status == "cancelled":
-            raise DurableError(f"backfill {backfill_id} was cancelled")
-        event = BackfillPaused(by=by) if paused else BackfillResumed(by=by)
-        try:
-            await store.append(backfill_stream(backfill_id), len(records), [event])
-        except ConcurrencyConflict:
-            continue
-        await store.notify(RUNS_CHANNEL, backfill_id)
-        return f"{'paused' if paused else 'resumed'} backfill {backfill_id}"
-    raise ConcurrencyConflict(backfill_stream(backfill_id), -1)
+    command = PauseBackfill(by=by) if paused else ResumeBackfill(by=by)
+    _, appended = await _decide(store, backfill_id, command)
+    if not appended:
+        return f"backfill {backfill_id} is already {'paused' if paused else 'running'}"
+    await store.wakeups.notify_runs(backfill_id)
+    return f"{'paused' if paused else 'resumed'} backfill {backfill_id}"
 
 
-async def cancel_backfill(store: PostgresEventStore, backfill_id: str, by: str | None) -> int:
+async def cancel_backfill(store: EventStore, backfill_id: str, by: str | None) -> int:
     """Cancel the backfill and every unfinished run it created; returns how many."""
-    records = await store.read_stream(backfill_stream(backfill_id))
-    state = backfill_state(r.event for r in records)
-    if state is None:
-        raise DurableError(f"no backfill {backfill_id!r}", hint="`durable backfills` lists them")
-    if state.status != "cancelled":
-        await store.append(backfill_stream(backfill_id), len(records), [BackfillCancelled(by=by)])
-    async with store.pool.acquire() as conn:
-        run_ids = [
-            r["run_id"]
-            for r in await conn.fetch(
-                "SELECT run_id FROM durable.runs WHERE trigger_kind = 'backfill' "
-                "AND trigger_source = $1 AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-                backfill_id,
-            )
-        ]
+    await _decide(store, backfill_id, CancelBackfill(by=by))
+    run_ids = await store.unfinished_backfill_runs(backfill_id)
     results = await asyncio.gather(
         *(
             _command(store, r, Cancel(reason=f"backfill {backfill_id} cancelled", by=by))

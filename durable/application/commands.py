@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from durable.application.streams import apply_to_stream
 from durable.core.decide import Command, decide_command
-from durable.core.errors import ConcurrencyConflict, StreamNotFound
-from durable.core.events import Recorded, run_stream
+from durable.core.errors import StreamNotFound
+from durable.core.events import Event, Recorded, run_stream
 from durable.core.fold import fold
 from durable.core.state import RunState
-from durable.store.postgres import CONTROL_CHANNEL, PostgresEventStore
+from durable.store.base import EventStore
 
 __all__ = ["apply_command"]
 
 
 async def apply_command(
-    store: PostgresEventStore, run_id: str, command: Command
+    store: EventStore, run_id: str, command: Command
 ) -> tuple[RunState, list[Recorded]]:
     """The run's state the command was decided on, and the events it appended (``[]``
     when it was already in effect). Raises ``CommandRejected`` when it cannot apply."""
-    for _ in range(10):
-        state = fold(await store.read_stream(run_stream(run_id)))
+
+    def fold_run(records: Sequence[Recorded]) -> RunState:
+        state = fold(records)
         if state is None:
             raise StreamNotFound(run_stream(run_id), what=f"run {run_id!r}")
-        events = decide_command(state, command)
-        if not events:
-            return state, []
-        try:
-            recorded = await store.append(run_stream(run_id), state.last_seq, events)
-        except ConcurrencyConflict:
-            continue  # the executor appended meanwhile: decide again on the new state
-        await store.notify(CONTROL_CHANNEL, run_id)
-        return state, recorded
-    raise ConcurrencyConflict(run_stream(run_id), -1)
+        return state
+
+    def decide(state: RunState) -> list[Event]:
+        return decide_command(state, command)
+
+    state, recorded = await apply_to_stream(store, run_stream(run_id), fold_run, decide)
+    if recorded:
+        await store.wakeups.notify_control(run_id)
+    return state, recorded

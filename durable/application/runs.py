@@ -5,35 +5,37 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from durable.application.ids import new_run_id
-from durable.core.errors import DuplicateRun
+from durable.core.errors import DuplicateRun, IdempotencyConflict
 from durable.core.events import RunCreated, Trigger, run_stream
+from durable.core.runs_view import same_request
 from durable.core.spec import WorkflowSpec, coerce_params
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
+from durable.store.rows import NewVersion
 from durable.workflows.loader import WorkflowRegistry
 
-__all__ = ["register_versions", "start_run"]
+__all__ = ["create_run", "register_versions", "start_run"]
 
 
-async def register_versions(pool: asyncpg.Pool, registry: WorkflowRegistry) -> None:
+async def register_versions(store: EventStore, registry: WorkflowRegistry) -> None:
     """Record every loaded workflow version (``durable versions`` lists them)."""
-    rows = [
-        (w.spec.name, w.spec.version, msgspec.json.encode(w.spec.to_dict()), w.spec.source)
-        for w in registry
-    ]
-    async with pool.acquire() as conn:
-        await conn.executemany(
-            "INSERT INTO durable.workflow_versions (workflow, version, definition, source) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            rows,
-        )
+    await store.versions.register(
+        [
+            NewVersion(
+                workflow=w.spec.name,
+                version=w.spec.version,
+                definition=msgspec.json.encode(w.spec.to_dict()),
+                source=w.spec.source,
+            )
+            for w in registry
+        ]
+    )
 
 
-async def start_run(
-    store: PostgresEventStore,
+async def create_run(
+    store: EventStore,
     spec: WorkflowSpec,
     params: dict[str, Any],
     *,
@@ -41,21 +43,52 @@ async def start_run(
     idempotency_key: str | None = None,
     trigger: Trigger | None = None,
 ) -> tuple[str, bool]:
-    """Create a run of ``spec``: durable once this returns. ``(run_id, created)``; with
-    an idempotency key already used, the existing run's id and ``False``."""
+    """Create a run of ``spec``: durable once this returns. ``(run_id, created)``.
+
+    ``params`` are validated and converted (DefinitionError when they do not fit). An
+    idempotency key already used for the same request (workflow, params, logical time)
+    gives the existing run's id and ``False``; used for another request, it raises
+    :class:`~durable.core.errors.IdempotencyConflict` and records nothing.
+    """
     values = coerce_params(spec.params, params, where=f"workflow {spec.name!r}")
     run_id = run_id or new_run_id()
+    trigger = trigger or Trigger(kind="manual")
     created = RunCreated(
         run_id=run_id,
         workflow=spec.name,
         version=spec.version,
         tasks=spec.nodes(),
         params=values,
-        trigger=trigger or Trigger(kind="manual"),
+        trigger=trigger,
         idempotency_key=idempotency_key,
     )
     try:
         await store.append(run_stream(run_id), 0, [created])
     except DuplicateRun as exc:
+        existing = (await store.runs_by_keys([exc.idempotency_key])).get(exc.idempotency_key)
+        if existing is not None and not same_request(
+            existing, spec.name, values, trigger.logical_time
+        ):
+            raise IdempotencyConflict(exc.idempotency_key, exc.existing_run_id) from None
         return exc.existing_run_id, False
     return run_id, True
+
+
+async def start_run(
+    store: EventStore,
+    spec: WorkflowSpec,
+    params: dict[str, Any],
+    *,
+    run_id: str | None = None,
+    idempotency_key: str | None = None,
+    trigger: Trigger | None = None,
+) -> tuple[str, bool]:
+    """TEMPORARY, the former :func:`create_run`: a key reused for another request gives
+    the existing run instead of refusing it (durable/api checks that itself until it
+    calls ``create_run``). Remove once nothing calls it."""
+    try:
+        return await create_run(
+            store, spec, params, run_id=run_id, idempotency_key=idempotency_key, trigger=trigger
+        )
+    except IdempotencyConflict as exc:
+        return exc.existing_run_id, False

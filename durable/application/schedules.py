@@ -7,35 +7,33 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from durable.core.errors import ConcurrencyConflict
-from durable.core.events import SchedulePaused, ScheduleResumed, schedule_stream
-from durable.core.schedule import Tick, next_fire
+from durable.application.streams import apply_to_stream
+from durable.core.events import schedule_stream
+from durable.core.schedule import (
+    PauseSchedule,
+    ResumeSchedule,
+    Tick,
+    decide_schedule,
+    next_fire,
+    schedule_state,
+)
 from durable.core.spec import WorkflowSpec
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
 
 __all__ = ["schedule_status", "scheduled_params", "set_schedule_paused"]
 
 
-async def schedule_status(store: PostgresEventStore, spec: WorkflowSpec) -> dict[str, Any]:
+async def schedule_status(store: EventStore, spec: WorkflowSpec) -> dict[str, Any]:
     """Whether a schedule is paused, where its cursor is, and when it fires next."""
     assert spec.schedule is not None
-    events = [r.event for r in await store.read_stream(schedule_stream(spec.name))]
-    paused = bool(events) and isinstance(events[-1], SchedulePaused)
-    async with store.pool.acquire() as conn:
-        last = await conn.fetchval(
-            # a backfill's runs are the schedule's intervals too: the schedule goes on
-            # after the latest interval either of them covered
-            "SELECT max(logical_time) FROM durable.runs "
-            "WHERE workflow = $1 AND trigger_kind IN ('schedule', 'backfill')",
-            spec.name,
-        )
-        first_seen = await conn.fetchval(
-            "SELECT min(first_seen) FROM durable.workflow_versions WHERE workflow = $1",
-            spec.name,
-        )
+    state = schedule_state(r.event for r in await store.read_stream(schedule_stream(spec.name)))
+    # a backfill's runs are the schedule's intervals too: the schedule goes on after the
+    # latest interval either of them covered
+    last = await store.latest_interval(spec.name)
+    first_seen = await store.versions.first_seen(spec.name)
     last_end = next_fire(spec.schedule, last) if last is not None else None
     return {
-        "paused": paused,
+        "paused": state.paused,
         "last_logical_time": last,
         "last_end": last_end,
         "first_seen": first_seen,
@@ -43,23 +41,17 @@ async def schedule_status(store: PostgresEventStore, spec: WorkflowSpec) -> dict
 
 
 async def set_schedule_paused(
-    store: PostgresEventStore, workflow: str, paused: bool, *, reason: str = "", by: str | None
+    store: EventStore, workflow: str, paused: bool, *, reason: str = "", by: str | None
 ) -> bool:
     """Pause or resume a workflow's schedule; False when it already was."""
-    stream = schedule_stream(workflow)
-    event = SchedulePaused(reason=reason, by=by) if paused else ScheduleResumed(by=by)
-    for _ in range(10):
-        records = await store.read_stream(stream)
-        if records and type(records[-1].event) is type(event):
-            return False
-        if not records and not paused:
-            return False  # never paused: already running
-        try:
-            await store.append(stream, len(records), [event])
-        except ConcurrencyConflict:
-            continue
-        return True
-    raise ConcurrencyConflict(stream, -1)
+    command = PauseSchedule(reason=reason, by=by) if paused else ResumeSchedule(by=by)
+    _, appended = await apply_to_stream(
+        store,
+        schedule_stream(workflow),
+        lambda records: schedule_state(r.event for r in records),
+        lambda state: decide_schedule(state, command),
+    )
+    return bool(appended)
 
 
 def scheduled_params(spec: WorkflowSpec, tick: Tick) -> dict[str, Any]:

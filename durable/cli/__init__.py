@@ -54,14 +54,6 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
-def as_postgres(store: EventStore) -> Any:
-    """The store of a command that needs PostgreSQL's extras (pools, tables)."""
-    from durable.store.postgres import PostgresEventStore
-
-    assert isinstance(store, PostgresEventStore)
-    return store
-
-
 class DurableGroup(click.Group):
     """Turns DurableError and usage errors into one clear line and exit status 2."""
 
@@ -124,4 +116,5 @@ from durable.cli import backfills as _backfills  # noqa: E402,F401
 from durable.cli import inspect as _inspect  # noqa: E402,F401  (registers the commands)
 from durable.cli import service as _service  # noqa: E402,F401
 from durable.cli import tokens as _tokens  # noqa: E402,F401
+from durable.cli import triggers as _triggers  # noqa: E402,F401
 from durable.cli import workflows as _workflows  # noqa: E402,F401

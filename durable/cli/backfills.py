@@ -22,12 +22,11 @@ from durable.application.backfills import (
     set_backfill_paused,
 )
 from durable.application.runs import register_versions
-from durable.cli import Context, as_postgres, main, pass_context
+from durable.cli import Context, main, pass_context
 from durable.cli.inspect import console, progress_bar
 from durable.cli.render import when
 from durable.cli.service import OPERATOR, load, workflows_option
 from durable.store.base import EventStore
-from durable.store.postgres import PostgresEventStore
 
 
 def _moment(value: str, zone: str, option: str) -> datetime:
@@ -77,8 +76,7 @@ def backfill(
     begin, finish = _moment(start, zone, "--start"), _moment(end, zone, "--end")
 
     async def go(store: EventStore) -> int:
-        assert isinstance(store, PostgresEventStore)
-        await register_versions(store.pool, registry)
+        await register_versions(store, registry)
         if dry_run:
             plan = await plan_backfill(store, spec, begin, finish, reprocess)
             for tick, action in zip(plan.intervals, plan.actions, strict=True):
@@ -138,7 +136,6 @@ def backfills(click_ctx: click.Context) -> None:
     ctx: Context = click_ctx.obj
 
     async def go(store: EventStore) -> list[Any]:
-        assert isinstance(store, PostgresEventStore)
         return await list_backfills(store)
 
     rows = ctx.run(go)
@@ -182,7 +179,7 @@ def backfills(click_ctx: click.Context) -> None:
 @click.pass_obj
 def backfills_pause(ctx: Context, backfill_id: str) -> None:
     """No new run of the backfill starts; running ones finish."""
-    click.echo(ctx.run(lambda s: set_backfill_paused(as_postgres(s), backfill_id, True, OPERATOR)))
+    click.echo(ctx.run(lambda s: set_backfill_paused(s, backfill_id, True, OPERATOR)))
 
 
 @backfills.command(name="resume")
@@ -190,7 +187,7 @@ def backfills_pause(ctx: Context, backfill_id: str) -> None:
 @click.pass_obj
 def backfills_resume(ctx: Context, backfill_id: str) -> None:
     """Continue a paused backfill."""
-    click.echo(ctx.run(lambda s: set_backfill_paused(as_postgres(s), backfill_id, False, OPERATOR)))
+    click.echo(ctx.run(lambda s: set_backfill_paused(s, backfill_id, False, OPERATOR)))
 
 
 @backfills.command(name="cancel")
@@ -198,5 +195,5 @@ def backfills_resume(ctx: Context, backfill_id: str) -> None:
 @click.pass_obj
 def backfills_cancel(ctx: Context, backfill_id: str) -> None:
     """Cancel the backfill and every unfinished run of it (none is left stuck)."""
-    count = ctx.run(lambda s: cancel_backfill(as_postgres(s), backfill_id, OPERATOR))
+    count = ctx.run(lambda s: cancel_backfill(s, backfill_id, OPERATOR))
     click.echo(f"cancelled backfill {backfill_id} and {count} unfinished runs")

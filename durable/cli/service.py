@@ -13,10 +13,10 @@ import click
 from aiohttp import web
 
 from durable.api import create_app
-from durable.api.auth import ensure_first_token
 from durable.application.commands import apply_command
 from durable.application.ids import new_run_id
-from durable.application.runs import register_versions, start_run
+from durable.application.runs import create_run, register_versions
+from durable.application.tokens import ensure_first_token
 from durable.cli import Context, main, pass_context
 from durable.cli.inspect import run_records
 from durable.cli.render import short_json, when
@@ -46,6 +46,7 @@ from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.runtime.triggers.s3 import S3PollingService
 from durable.store.base import EventStore
 from durable.store.postgres import PostgresEventStore
+from durable.store.rows import LogLine
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
 WORKFLOWS_HELP = "File or folder of workflow definitions (.py, .yaml) [env DURABLE_WORKFLOWS]."
@@ -127,7 +128,6 @@ def up(
     registry = load(workflows_path)
 
     async def go(store: EventStore) -> None:
-        assert isinstance(store, PostgresEventStore)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -156,13 +156,16 @@ def up(
         web_runner = None
         if http_address:
             host, _, port = http_address.rpartition(":")
-            first = await ensure_first_token(store.pool)
+            first = await ensure_first_token(store.tokens)
             if first is not None:
                 click.echo(
                     "durable up: first start: created an admin API token; it is shown once, "
                     f"keep it (`durable tokens` manages tokens):\n{first}",
                     err=True,
                 )
+            # TEMPORARY: durable/api still takes the PostgreSQL store (until it moves onto
+            # the store's protocols)
+            assert isinstance(store, PostgresEventStore)
             web_runner = web.AppRunner(create_app(store, registry))
             await web_runner.setup()
             await web.TCPSite(web_runner, host or "127.0.0.1", int(port)).start()
@@ -220,9 +223,8 @@ def run(
     given = parse_params(params)
 
     async def go(store: EventStore) -> str:
-        assert isinstance(store, PostgresEventStore)
-        await register_versions(store.pool, registry)
-        run_id, created = await start_run(
+        await register_versions(store, registry)
+        run_id, created = await create_run(
             store, loaded.spec, given, idempotency_key=idempotency_key
         )
         click.echo(
@@ -303,30 +305,26 @@ def _progress_line(state: Any, event: Any) -> str:
 def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None) -> None:
     """Print the stored logs of a run's tasks (stdout, stderr, ctx.log)."""
 
-    async def go(store: EventStore) -> list[Any]:
-        assert isinstance(store, PostgresEventStore)
+    async def go(store: EventStore) -> list[LogLine]:
         state = fold(await run_records(store, run_id))
         if task is not None and state is not None and task not in state.tasks:
             raise DefinitionError(
                 f"run {run_id}", f"has no task {task!r}", hint=f"tasks: {', '.join(state.tasks)}"
             )
-        return await store.task_logs(run_id, task, attempt)
+        return await store.logs.read(run_id, task, attempt)
 
     rows = ctx.run(go)
     if not rows:
         click.echo("no log lines stored", err=True)
     for r in rows:
-        tag = f"{r['task']}#{r['attempt']}" + (
-            f" g{r['generation']}" if r["generation"] > 1 else ""
-        )
-        click.echo(f"{when(r['at'])[11:]} {tag} {r['stream']}: {r['message']}")
+        tag = f"{r.task}#{r.attempt}" + (f" g{r.generation}" if r.generation > 1 else "")
+        click.echo(f"{when(r.at)[11:]} {tag} {r.stream}: {r.message}")
 
 
 def _command(
     ctx: Context, run_id: str, command: Command, verb: str, *, follow_run: bool = False
 ) -> None:
     async def go(store: EventStore) -> str:
-        assert isinstance(store, PostgresEventStore)
         state, appended = await apply_command(store, run_id, command)
         if not appended:
             if isinstance(command, Rerun):
@@ -426,84 +424,3 @@ def pause(ctx: Context, run_id: str, reason: str) -> None:
 def resume(ctx: Context, run_id: str) -> None:
     """Resume a paused run from its log."""
     _command(ctx, run_id, Resume(by=OPERATOR), "resumed")
-
-
-@main.command(name="dead-letters")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
-@pass_context
-def dead_letters(ctx: Context, limit: int, as_json: bool) -> None:
-    """Trigger messages that could not start a run, with the reason, newest first."""
-
-    async def go(store: EventStore) -> list[Any]:
-        assert isinstance(store, PostgresEventStore)
-        async with store.pool.acquire() as conn:
-            return list(
-                await conn.fetch(
-                    'SELECT id, source, topic, partition, "offset", key, value, workflow, reason, '
-                    "received_at FROM durable.dead_letters ORDER BY id DESC LIMIT $1",
-                    limit,
-                )
-            )
-
-    rows = ctx.run(go)
-    if not rows:
-        click.echo("no dead letters", err=True)
-    for r in rows:
-        value = (r["value"] or b"").decode(errors="replace")
-        if as_json:
-            import msgspec
-
-            click.echo(
-                msgspec.json.encode(
-                    {
-                        "id": r["id"],
-                        "source": r["source"],
-                        "topic": r["topic"],
-                        "partition": r["partition"],
-                        "offset": r["offset"],
-                        "workflow": r["workflow"],
-                        "reason": r["reason"],
-                        "value": value,
-                        "received_at": r["received_at"].isoformat(),
-                    }
-                ).decode()
-            )
-        else:
-            click.echo(
-                f"{when(r['received_at'])} {r['source']}:{r['topic']}/{r['partition']}/"
-                f"{r['offset']} -> {r['workflow']}: {r['reason']}  value={value[:80]!r}"
-            )
-
-
-@main.command()
-@workflows_option
-@pass_context
-def assets(ctx: Context, workflows_path: Path) -> None:
-    """Assets with their last update, the run and task that produced it, and consumers."""
-    registry = load(workflows_path) if workflows_path.exists() else None
-    consumers: dict[str, list[str]] = {}
-    for loaded in registry or []:
-        for asset in loaded.spec.on_assets:
-            consumers.setdefault(asset, []).append(loaded.spec.name)
-
-    async def go(store: EventStore) -> list[Any]:
-        assert isinstance(store, PostgresEventStore)
-        async with store.pool.acquire() as conn:
-            return list(
-                await conn.fetch(
-                    "SELECT asset, workflow, run_id, task, generation, updated_at "
-                    "FROM durable.assets ORDER BY asset"
-                )
-            )
-
-    rows = ctx.run(go)
-    if not rows:
-        click.echo("no asset updated yet", err=True)
-    for r in rows:
-        gen = f" (generation {r['generation']})" if r["generation"] > 1 else ""
-        used = ", ".join(consumers.get(r["asset"], [])) or "-"
-        click.echo(
-            f"{r['asset']}  updated {when(r['updated_at'])} by {r['workflow']}.{r['task']}"
-            f"{gen} in run {r['run_id']}; triggers: {used}"
-        )

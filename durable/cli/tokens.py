@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from durable.api.auth import SCOPES, create_token, list_tokens, revoke_token
-from durable.cli import Context, as_postgres, main
+from durable.application.tokens import SCOPES, create_token, list_tokens, revoke_token
+from durable.cli import Context, main
 from durable.cli.inspect import console
 from durable.cli.render import when
 from durable.cli.service import OPERATOR
@@ -31,7 +31,7 @@ def tokens() -> None:
 @click.pass_obj
 def tokens_create(ctx: Context, name: str, scopes: tuple[str, ...]) -> None:
     """Create a token; it is printed once (only its hash is stored)."""
-    info, token = ctx.run(lambda s: create_token(as_postgres(s).pool, name, scopes, by=OPERATOR))
+    info, token = ctx.run(lambda s: create_token(s.tokens, name, scopes, by=OPERATOR))
     click.echo(
         f"created token {info.token_id} ({name}; {', '.join(info.scopes)}); it is shown once:",
         err=True,
@@ -44,7 +44,7 @@ def tokens_create(ctx: Context, name: str, scopes: tuple[str, ...]) -> None:
 @click.pass_obj
 def tokens_list(ctx: Context, include_revoked: bool) -> None:
     """List tokens (never their secrets)."""
-    rows = ctx.run(lambda s: list_tokens(as_postgres(s).pool, include_revoked=include_revoked))
+    rows = ctx.run(lambda s: list_tokens(s.tokens, include_revoked=include_revoked))
     if not rows:
         click.echo("no tokens; `durable tokens create NAME --scope ...` makes one", err=True)
         return
@@ -68,5 +68,5 @@ def tokens_list(ctx: Context, include_revoked: bool) -> None:
 @click.pass_obj
 def tokens_revoke(ctx: Context, token: str) -> None:
     """Revoke TOKEN (its id, or its name when unique): it stops working at once."""
-    info = ctx.run(lambda s: revoke_token(as_postgres(s).pool, token))
+    info = ctx.run(lambda s: revoke_token(s.tokens, token))
     click.echo(f"revoked token {info.token_id} ({info.name})")

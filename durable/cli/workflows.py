@@ -14,14 +14,14 @@ from rich.tree import Tree
 
 from durable.application.runs import register_versions
 from durable.application.schedules import schedule_status, set_schedule_paused
-from durable.cli import Context, as_postgres, main, pass_context
+from durable.cli import Context, main, pass_context
 from durable.cli.inspect import console
 from durable.cli.render import when
 from durable.cli.service import OPERATOR, load, workflows_option
 from durable.core.schedule import next_fire
 from durable.core.spec import DefinitionError, WorkflowSpec, diff_specs
 from durable.store.base import EventStore
-from durable.store.postgres import PostgresEventStore
+from durable.store.rows import VersionRow
 from durable.workflows.yaml import spec_to_yaml
 
 
@@ -123,28 +123,16 @@ def versions(
 
     registry = load(workflows_path) if workflows_path.exists() else None
 
-    async def go(store: EventStore) -> list[Any]:
-        assert isinstance(store, PostgresEventStore)
+    async def go(store: EventStore) -> list[VersionRow]:
         if registry is not None:
-            await register_versions(store.pool, registry)
-        async with store.pool.acquire() as conn:
-            return list(
-                await conn.fetch(
-                    "SELECT v.version, v.first_seen, v.source, v.definition, "
-                    "(SELECT count(*) FROM durable.runs r WHERE r.workflow = v.workflow "
-                    " AND r.version = v.version) AS runs "
-                    "FROM durable.workflow_versions v WHERE v.workflow = $1 ORDER BY v.first_seen",
-                    workflow,
-                )
-            )
+            await register_versions(store, registry)
+        return await store.versions.of(workflow)
 
     rows = ctx.run(go)
     if not rows:
         raise DefinitionError(f"workflow {workflow!r}", "has no recorded versions")
     if diff:
-        specs = {
-            r["version"]: msgspec.json.decode(r["definition"], type=WorkflowSpec) for r in rows
-        }
+        specs = {r.version: msgspec.json.decode(r.definition, type=WorkflowSpec) for r in rows}
         for v in diff:
             if v not in specs:
                 raise DefinitionError(
@@ -156,9 +144,7 @@ def versions(
         click.echo("\n".join(changes) if changes else "no differences")
         return
     for r in rows:
-        click.echo(
-            f"{r['version']}  first seen {when(r['first_seen'])}  {r['runs']:>6} runs  {r['source']}"
-        )
+        click.echo(f"{r.version}  first seen {when(r.first_seen)}  {r.runs:>6} runs  {r.source}")
 
 
 @main.group(invoke_without_command=True)
@@ -178,8 +164,7 @@ def schedules(click_ctx: click.Context, workflows_path: Path) -> None:
     ctx: Context = click_ctx.obj
 
     async def go(store: EventStore) -> list[tuple[WorkflowSpec, dict[str, Any]]]:
-        assert isinstance(store, PostgresEventStore)
-        await register_versions(store.pool, registry)
+        await register_versions(store, registry)
         return [(s, await schedule_status(store, s)) for s in specs]
 
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
@@ -220,9 +205,7 @@ def _set_paused(click_ctx: click.Context, workflow: str, paused: bool, reason: s
     ctx: Context = click_ctx.obj
     verb = "paused" if paused else "resumed"
     changed = ctx.run(
-        lambda store: set_schedule_paused(
-            as_postgres(store), workflow, paused, reason=reason, by=OPERATOR
-        )
+        lambda store: set_schedule_paused(store, workflow, paused, reason=reason, by=OPERATOR)
     )
     click.echo(
         f"{verb} the schedule of {workflow}"

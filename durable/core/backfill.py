@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import TypeAlias
 
 import msgspec
 
+from durable.core.errors import DurableError
 from durable.core.events import (
     BackfillCancelled,
     BackfillPaused,
@@ -21,7 +23,17 @@ from durable.core.events import (
 )
 from durable.core.schedule import Schedule, Tick, fire_times, next_fire
 
-__all__ = ["BackfillState", "backfill_state", "intervals"]
+__all__ = [
+    "BackfillCommand",
+    "BackfillState",
+    "CancelBackfill",
+    "PauseBackfill",
+    "RequestBackfill",
+    "ResumeBackfill",
+    "backfill_state",
+    "decide_backfill",
+    "intervals",
+]
 
 
 def intervals(schedule: Schedule, start: datetime, end: datetime) -> list[Tick]:
@@ -52,3 +64,48 @@ def backfill_state(events: Iterable[Event]) -> BackfillState | None:
             case BackfillCancelled() if state is not None:
                 state = msgspec.structs.replace(state, status="cancelled")
     return state
+
+
+# -- decisions on a backfill's stream ---------------------------------------------------
+
+
+class RequestBackfill(msgspec.Struct, frozen=True, kw_only=True):
+    request: BackfillRequested
+
+
+class PauseBackfill(msgspec.Struct, frozen=True, kw_only=True):
+    by: str | None = None
+
+
+class ResumeBackfill(msgspec.Struct, frozen=True, kw_only=True):
+    by: str | None = None
+
+
+class CancelBackfill(msgspec.Struct, frozen=True, kw_only=True):
+    by: str | None = None
+
+
+BackfillCommand: TypeAlias = RequestBackfill | PauseBackfill | ResumeBackfill | CancelBackfill
+
+
+def decide_backfill(state: BackfillState | None, command: BackfillCommand) -> list[Event]:
+    """The events a command appends to a backfill's stream; ``[]`` when already in
+    effect. Raises :class:`DurableError` when it cannot apply (no such backfill, or
+    resuming a cancelled one)."""
+    if isinstance(command, RequestBackfill):
+        return [command.request] if state is None else []
+    if state is None:
+        raise DurableError("no such backfill", hint="`durable backfills` lists them")
+    bid = state.request.backfill_id
+    match command:
+        case CancelBackfill():
+            return [] if state.status == "cancelled" else [BackfillCancelled(by=command.by)]
+        case PauseBackfill() | ResumeBackfill():
+            wanted = "paused" if isinstance(command, PauseBackfill) else "running"
+            if state.status == wanted:
+                return []
+            if state.status == "cancelled":
+                raise DurableError(f"backfill {bid} was cancelled")
+            if isinstance(command, PauseBackfill):
+                return [BackfillPaused(by=command.by)]
+            return [BackfillResumed(by=command.by)]

@@ -10,9 +10,11 @@ __all__ = [
     "ConcurrencyConflict",
     "DuplicateRun",
     "DurableError",
+    "IdempotencyConflict",
     "InvalidTransition",
     "MalformedEvent",
     "MigrationError",
+    "StoreError",
     "StoreUnavailable",
     "StreamNotFound",
     "TaskError",
@@ -126,7 +128,32 @@ class MigrationError(DurableError):
     """The database schema cannot be brought up to date safely."""
 
 
-class StoreUnavailable(DurableError):
+class IdempotencyConflict(DurableError):
+    """An idempotency key already started a run with other params (or of another workflow).
+
+    The same key must always mean the same request: every door refuses the reuse, and
+    nothing is recorded.
+    """
+
+    def __init__(self, idempotency_key: str, existing_run_id: str) -> None:
+        super().__init__(
+            f"idempotency key {idempotency_key!r} already started run {existing_run_id} "
+            "with other params",
+            hint="use a new key for a different request",
+        )
+        self.idempotency_key = idempotency_key
+        self.existing_run_id = existing_run_id
+
+
+class StoreError(DurableError):
+    """The store refused an operation (a lost connection is StoreUnavailable)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, hint=hint)
+        self.retryable = retryable
+
+
+class StoreUnavailable(StoreError):
     """The database could not be reached or the transaction failed; nothing was recorded."""
 
     retryable = True

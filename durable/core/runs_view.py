@@ -18,7 +18,15 @@ from durable.core.events import Event, RerunRequested, RunCreated, RunStarted
 from durable.core.fold import run_status_after
 from durable.core.state import TERMINAL_RUN, RunState, RunStatus
 
-__all__ = ["RunDelta", "RunRow", "apply_delta", "delta_of", "row_from_created", "row_from_state"]
+__all__ = [
+    "RunDelta",
+    "RunRow",
+    "apply_delta",
+    "delta_of",
+    "row_from_created",
+    "row_from_state",
+    "same_request",
+]
 
 
 class RunRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,3 +126,20 @@ def row_from_state(run: RunState) -> RunRow:
         updated_at=run.updated_at,
         last_seq=run.last_seq,
     )
+
+
+def same_request(
+    row: RunRow, workflow: str, params: dict[str, Any], logical_time: datetime | None
+) -> bool:
+    """Whether a run with an idempotency key already taken asks for the same run as
+    ``row`` (the run that key started): same workflow, same params (compared as JSON),
+    and the same logical time when the new request gives one."""
+    return (
+        row.workflow == workflow
+        and _canonical(row.params) == _canonical(params)
+        and (logical_time is None or row.logical_time == logical_time)
+    )
+
+
+def _canonical(params: dict[str, Any]) -> bytes:
+    return msgspec.json.encode(msgspec.json.decode(msgspec.json.encode(params)), order="sorted")

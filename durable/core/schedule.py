@@ -14,6 +14,7 @@ write ``output/date=2026-11-21/`` idempotently.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,16 +23,23 @@ import msgspec
 from croniter import croniter
 
 from durable.core.errors import DurableError
+from durable.core.events import Event, SchedulePaused, ScheduleResumed
 
 __all__ = [
     "CatchUp",
+    "PauseSchedule",
+    "ResumeSchedule",
     "Schedule",
+    "ScheduleCommand",
     "ScheduleError",
+    "ScheduleState",
     "Tick",
+    "decide_schedule",
     "due_ticks",
     "fire_times",
     "next_fire",
     "previous_fire",
+    "schedule_state",
     "validate_schedule",
 ]
 
@@ -191,3 +199,44 @@ def due_ticks(
             return ticks[-1:]
         case "none":
             return [t for t in ticks if now - t.end <= tolerance]
+
+
+# -- a schedule's own stream (``schedule:{workflow}``): pause and resume ----------------
+
+
+class ScheduleState(msgspec.Struct, frozen=True, kw_only=True):
+    """A schedule as its stream says: paused or not (it fires when not)."""
+
+    paused: bool = False
+
+
+class PauseSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str = ""
+    by: str | None = None
+
+
+class ResumeSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    by: str | None = None
+
+
+ScheduleCommand: TypeAlias = PauseSchedule | ResumeSchedule
+
+
+def schedule_state(events: Iterable[Event]) -> ScheduleState:
+    """Fold a schedule's stream: the last pause or resume wins (no stream: running)."""
+    paused = False
+    for e in events:
+        if isinstance(e, SchedulePaused):
+            paused = True
+        elif isinstance(e, ScheduleResumed):
+            paused = False
+    return ScheduleState(paused=paused)
+
+
+def decide_schedule(state: ScheduleState, command: ScheduleCommand) -> list[Event]:
+    """The events a command appends to a schedule's stream; ``[]`` when already in effect."""
+    match command:
+        case PauseSchedule():
+            return [] if state.paused else [SchedulePaused(reason=command.reason, by=command.by)]
+        case ResumeSchedule():
+            return [ScheduleResumed(by=command.by)] if state.paused else []

@@ -14,12 +14,11 @@ import traceback
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import msgspec
 
 from durable.core.backfill import backfill_state
 from durable.core.decide import attempt_failed, decide, lost_attempts, map_items, next_wakeup
-from durable.core.errors import ConcurrencyConflict, DurableError, TaskError
+from durable.core.errors import ConcurrencyConflict, DurableError, StoreError, TaskError
 from durable.core.events import (
     ErrorInfo,
     Event,
@@ -40,6 +39,7 @@ from durable.workflows.loader import LoadedWorkflow
 
 if TYPE_CHECKING:
     from durable.runtime.executor import Executor
+    from durable.store.base import EventStore
 
 __all__ = ["RunDriver"]
 
@@ -384,7 +384,7 @@ class RunDriver:
 
     async def _record_result(self, result: _Result) -> None:
         if result.log is not None and result.log.lines:
-            await _write_log(self.ex.store.pool, self.run_id, result)
+            await _write_log(self.ex.store, self.run_id, result)
         while self._stop is None:
             assert self.state is not None
             t = self.state.tasks[result.task]
@@ -428,24 +428,22 @@ class RunDriver:
             t = self.state.tasks[name]
             if t.status != "running" or (t.generation, t.attempt) != (generation, attempt):
                 return
-            try:
-                async with self.ex.store.pool.acquire() as conn, conn.transaction():
-                    async with asyncio.timeout(spec.timeout):
-                        output = await sql_task.execute(conn, spec, ctx)
-                    recorded = await self.ex.store.append_on(
-                        conn,
-                        self.stream,
-                        self.state.last_seq,
-                        [
-                            TaskSucceeded(
-                                task=name,
-                                generation=generation,
-                                attempt=attempt,
-                                output=output,
-                                assets=spec.produces,
-                            )
-                        ],
+
+            async def body(conn: Any) -> list[Event]:
+                async with asyncio.timeout(spec.timeout):
+                    output = await sql_task.execute(conn, spec, ctx)
+                return [
+                    TaskSucceeded(
+                        task=name,
+                        generation=generation,
+                        attempt=attempt,
+                        output=output,
+                        assets=spec.produces,
                     )
+                ]
+
+            try:
+                recorded = await self.ex.store.transact(self.stream, self.state.last_seq, body)
             except ConcurrencyConflict:
                 await self._refresh()  # rolled back: the rows are not there either
                 continue
@@ -457,13 +455,15 @@ class RunDriver:
                 result.error = ErrorInfo(
                     type="TaskTimeout", message=f"timed out after {spec.timeout:g} s"
                 )
-            except (OSError, asyncpg.PostgresError) as exc:
-                result.error = ErrorInfo(type=type(exc).__name__, message=str(exc))
+            except StoreError as exc:
+                result.error = ErrorInfo(
+                    type=type(exc).__name__, message=str(exc), retryable=exc.retryable
+                )
             else:
                 for r in recorded:
                     self.state = evolve(self.state, r)
                 result.log = task_log
-                await _write_log(self.ex.store.pool, self.run_id, result)
+                await _write_log(self.ex.store, self.run_id, result)
                 return
             await self._record_result(result)
             return
@@ -475,23 +475,9 @@ def _simulated(state: RunState, event: Event, now: datetime) -> Recorded:
     )
 
 
-async def _write_log(pool: asyncpg.Pool, run_id: str, result: _Result) -> None:
+async def _write_log(store: EventStore, run_id: str, result: _Result) -> None:
     lines = result.log.lines if result.log is not None else []
     if not lines:
         return
-    with contextlib.suppress(OSError, asyncpg.PostgresError):
-        async with pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO durable.task_logs "
-                "(run_id, task, generation, attempt, line, at, stream, message) "
-                "SELECT $1, $2, $3, $4, n, at, stream, message "
-                "FROM unnest($5::timestamptz[], $6::text[], $7::text[]) WITH ORDINALITY "
-                "AS l(at, stream, message, n) ON CONFLICT DO NOTHING",
-                run_id,
-                result.task,
-                result.generation,
-                result.attempt,
-                [at for at, _, _ in lines],
-                [s for _, s, _ in lines],
-                [m.replace("\x00", "") for _, _, m in lines],
-            )
+    with contextlib.suppress(StoreError):  # logs are best effort: the outcome is in the log
+        await store.logs.write(run_id, result.task, result.generation, result.attempt, lines)

@@ -17,18 +17,12 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
-
-import asyncpg
 
 from durable.application.runs import register_versions
-from durable.core.errors import (
-    StoreUnavailable,
-)
+from durable.core.errors import StoreError
 from durable.runtime.driver import RunDriver
 from durable.runtime.tasks import Resources
-from durable.store.leases import LeaseManager
-from durable.store.postgres import CONTROL_CHANNEL, RUNS_CHANNEL, PostgresEventStore
+from durable.store.base import EventStore, Watch
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["Executor", "Slots"]
@@ -79,7 +73,7 @@ class Executor:
 
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         registry: WorkflowRegistry,
         *,
         executor_id: str | None = None,
@@ -92,26 +86,26 @@ class Executor:
         self.store = store
         self.registry = registry
         self.id = executor_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.leases = LeaseManager(store.pool, self.id, ttl=lease_seconds)
+        self.leases = store.leases(self.id, ttl=lease_seconds)
         self.slots = Slots(max_tasks)
         self.max_runs = max_runs
         self.poll_interval = poll_interval
         self.clock = clock
-        self.resources = Resources(store.pool, threads=max_tasks)
+        self.resources = Resources(store.sql_pool, threads=max_tasks)
         self.drivers: dict[str, RunDriver] = {}
         self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
+        self._watch: Watch | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then stop every run cleanly and let go of them."""
-        await register_versions(self.store.pool, self.registry)
+        await register_versions(self.store, self.registry)
         await self._listen()
         heartbeat = asyncio.create_task(self._heartbeat(), name="durable-heartbeat")
         try:
             while not stop.is_set():
                 try:
                     await self._claim()
-                except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
+                except StoreError as exc:
                     log.warning("claiming runs failed, will retry: %s", exc)
                 self._wake.clear()
                 waiter = asyncio.create_task(self._wake.wait())
@@ -129,22 +123,19 @@ class Executor:
             for driver in drivers:
                 driver.shutdown()
             await asyncio.gather(*(d.done for d in drivers), return_exceptions=True)
-            if self._listener is not None:
-                with contextlib.suppress(Exception):
-                    await self._listener.close()
+            if self._watch is not None:
+                with contextlib.suppress(StoreError):
+                    await self._watch.close()
             await self.resources.close()
 
     async def _listen(self) -> None:
         try:
-            conn = await asyncpg.connect(self.store.dsn, timeout=10)
-            await conn.add_listener(RUNS_CHANNEL, lambda *_: self._wake.set())
-            await conn.add_listener(CONTROL_CHANNEL, self._on_control)
-            self._listener = conn
-        except (OSError, asyncpg.PostgresError) as exc:  # polling still finds the work
-            log.warning("LISTEN failed, falling back to polling: %s", exc)
+            self._watch = await self.store.wakeups.watch(self._wake.set, self._on_control)
+        except StoreError as exc:  # polling still finds the work
+            log.warning("wake-ups unavailable, falling back to polling: %s", exc)
 
-    def _on_control(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        driver = self.drivers.get(payload)
+    def _on_control(self, run_id: str) -> None:
+        driver = self.drivers.get(run_id)
         if driver is not None:
             driver.poke()
         else:
@@ -169,7 +160,7 @@ class Executor:
             await asyncio.sleep(self.leases.ttl / 3)
             try:
                 held = await self.leases.renew(list(self.drivers))
-            except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
+            except StoreError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
             for run_id, driver in list(self.drivers.items()):

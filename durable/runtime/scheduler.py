@@ -1,8 +1,8 @@
 """The scheduler: creates the runs of scheduled workflows, exactly once per tick.
 
-One scheduler is active at a time across processes: the leader holds a session-level
-advisory lock on a connection of its own; when it dies, PostgreSQL drops the lock with
-the connection and a standby takes over. Exactly-once does not rest on the leadership:
+One scheduler is active at a time across processes: the store elects the leader (on
+PostgreSQL, a session-level advisory lock on a connection of its own; when the leader
+dies, the lock goes with its connection and a standby takes over). Exactly-once does not rest on the leadership:
 every tick's run is created with the dedup key ``schedule:{workflow}:{logical time}``,
 and the schedule's cursor is derived from the runs themselves (the latest logical time
 run), so a leader killed mid-tick neither loses nor doubles a tick.
@@ -16,21 +16,18 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.application.schedules import schedule_status, scheduled_params
+from durable.core.errors import IdempotencyConflict, StoreError
 from durable.core.events import Trigger
 from durable.core.schedule import due_ticks
 from durable.core.spec import WorkflowSpec
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore, Lead
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["Scheduler"]
 
 log = logging.getLogger("durable.runtime.scheduler")
-
-_LEADER_LOCK = 0x6475_7261_626C_7301  # pg_try_advisory_lock key ("durable scheduler")
 
 
 def _utcnow() -> datetime:
@@ -42,7 +39,7 @@ class Scheduler:
 
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         registry: WorkflowRegistry,
         *,
         clock: Callable[[], datetime] = _utcnow,
@@ -63,26 +60,25 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Stand by until this process leads, then tick every ``poll_interval``."""
         while not stop.is_set():
-            conn: asyncpg.Connection | None = None
+            lead: Lead | None = None
             try:
-                conn = await asyncpg.connect(self.store.dsn, timeout=10)
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+                lead = await self.store.leadership.try_lead("scheduler")
+                if lead is not None:
                     self.leading.set()
                     log.info("scheduler: leading")
                     while not stop.is_set():
                         await self.tick()
-                        await conn.fetchval("SELECT 1")  # still connected, still leading
+                        await lead.check()  # still connected, still leading
                         await _wait(stop, self.poll_interval)
                 else:
                     await _wait(stop, self.poll_interval)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except StoreError as exc:
                 log.warning("scheduler: %s; retrying", exc)
                 await _wait(stop, self.poll_interval)
             finally:
                 self.leading.clear()
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                if lead is not None:
+                    await lead.release()
 
     async def tick(self) -> list[str]:
         """Create the runs due now; returns the ids of runs created by this call."""
@@ -101,19 +97,24 @@ class Scheduler:
                 tolerance=self.tolerance,
             )
             for tick in ticks:
-                run_id, new = await start_run(
-                    self.store,
-                    spec,
-                    scheduled_params(spec, tick),
-                    idempotency_key=f"schedule:{spec.name}:{tick.start.isoformat()}",
-                    trigger=Trigger(
-                        kind="schedule",
-                        source=spec.schedule.cron or f"every {spec.schedule.every:g} s",
-                        logical_time=tick.start,
-                        data_interval_start=tick.start,
-                        data_interval_end=tick.end,
-                    ),
-                )
+                try:
+                    run_id, new = await create_run(
+                        self.store,
+                        spec,
+                        scheduled_params(spec, tick),
+                        idempotency_key=f"schedule:{spec.name}:{tick.start.isoformat()}",
+                        trigger=Trigger(
+                            kind="schedule",
+                            source=spec.schedule.cron or f"every {spec.schedule.every:g} s",
+                            logical_time=tick.start,
+                            data_interval_start=tick.start,
+                            data_interval_end=tick.end,
+                        ),
+                    )
+                except IdempotencyConflict:
+                    # the tick's key is deterministic: a run made with other params (an
+                    # older version's defaults) already covers this interval
+                    continue
                 if new:
                     created.append(run_id)
         return created

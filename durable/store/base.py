@@ -1,20 +1,53 @@
-"""The store protocol: what every event store (Postgres, in-memory) provides.
+"""The store protocols: what every store (PostgreSQL, in-memory) provides.
 
-One contract test suite (``tests/store_contract.py``) runs against every implementation.
+The store owns every table. Each concern is a narrow typed protocol: the event log and
+the runs view beside it (they commit together, so they are the store's own methods),
+then workflow versions, task logs, API tokens, trigger tracking, leases and slots,
+wake-ups and leadership, each reached through an attribute of the store. One contract
+test suite per protocol runs against both implementations (``tests/store_contract.py``,
+``tests/store_tables_contract.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from durable.core.errors import MalformedEvent
-from durable.core.events import Event, Recorded
+from durable.core.errors import DuplicateRun, IdempotencyConflict
+from durable.core.events import Event, Recorded, RunCreated
 from durable.core.runs_view import RunRow
 from durable.core.state import RunStatus
+from durable.store.rows import (
+    AssetUpdate,
+    DeadLetter,
+    LogLine,
+    MetricsCounts,
+    NewDeadLetter,
+    NewVersion,
+    SlotLimit,
+    TokenRow,
+    VersionRow,
+)
 
-__all__ = ["EventStore", "Progress", "RunFilter", "check_stream_id"]
+__all__ = [
+    "EventLog",
+    "EventStore",
+    "KafkaOutcome",
+    "Lead",
+    "Leadership",
+    "Leases",
+    "Progress",
+    "RunFilter",
+    "RunsView",
+    "TaskLogs",
+    "Tokens",
+    "Tracking",
+    "TransactionBody",
+    "Versions",
+    "WakeUps",
+    "Watch",
+]
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: called by long operations (rebuilds)."""
@@ -44,15 +77,8 @@ class RunFilter:
         self.limit = limit
 
 
-def check_stream_id(stream_id: str) -> None:
-    if not stream_id or "\x00" in stream_id or len(stream_id) > 512:
-        raise MalformedEvent(
-            f"stream id {stream_id!r}", "must be 1 to 512 characters with no NUL byte"
-        )
-
-
-class EventStore(Protocol):
-    """An append-only log of streams of events, with the ``runs`` read model beside it."""
+class EventLog(Protocol):
+    """An append-only log of streams of events (one per run, schedule, backfill)."""
 
     async def append(
         self, stream_id: str, expected_seq: int, events: Sequence[Event]
@@ -90,6 +116,10 @@ class EventStore(Protocol):
         """The whole stream; :class:`~durable.core.errors.StreamNotFound` when it has no events."""
         ...
 
+    async def stream_ids(self, prefix: str, limit: int = 100) -> list[str]:
+        """Ids of the streams starting with ``prefix``, the newest stream first."""
+        ...
+
     async def last_position(self) -> int:
         """The position of the last committed event (0 when empty)."""
         ...
@@ -102,6 +132,10 @@ class EventStore(Protocol):
         """Every event past ``after_position`` in commit order, waiting for new ones."""
         ...
 
+
+class RunsView(Protocol):
+    """The ``runs`` read model: one row per run, written with the run's events."""
+
     async def get_run(self, run_id: str) -> RunRow | None:
         """The read-model row of a run."""
         ...
@@ -110,8 +144,271 @@ class EventStore(Protocol):
         """Runs newest first."""
         ...
 
+    async def runs_by_keys(self, keys: Sequence[str]) -> dict[str, RunRow]:
+        """The runs holding these idempotency keys, by key (absent keys: no run)."""
+        ...
+
+    async def latest_interval(self, workflow: str) -> datetime | None:
+        """The latest logical time of the workflow's schedule and backfill runs."""
+        ...
+
+    async def interval_statuses(
+        self, workflow: str, start: datetime, end: datetime
+    ) -> dict[str, int]:
+        """How many schedule and backfill runs with logical time in ``[start, end)`` are
+        in each status."""
+        ...
+
+    async def unfinished_backfill_runs(self, backfill_id: str) -> list[str]:
+        """Ids of the backfill's runs that have not finished."""
+        ...
+
     async def rebuild_runs(self, progress: Progress | None = None) -> int:
         """Rebuild the ``runs`` read model from the log; returns the number of runs."""
+        ...
+
+
+class Versions(Protocol):
+    """The workflow versions processes have served (each run is pinned to one)."""
+
+    async def register(self, versions: Sequence[NewVersion]) -> None:
+        """Record versions (already recorded ones keep their first_seen)."""
+        ...
+
+    async def of(self, workflow: str) -> list[VersionRow]:
+        """A workflow's versions, oldest first, each with its run count."""
+        ...
+
+    async def first_seen(self, workflow: str) -> datetime | None:
+        """When any version of the workflow was first recorded."""
+        ...
+
+
+class TaskLogs(Protocol):
+    """Log lines of task attempts, written while (or after) they run."""
+
+    async def write(
+        self,
+        run_id: str,
+        task: str,
+        generation: int,
+        attempt: int,
+        lines: Sequence[tuple[datetime, str, str]],
+    ) -> None:
+        """Store an attempt's ``(at, stream, message)`` lines, numbered in order; lines
+        already stored are kept (a retried write is a no-op)."""
+        ...
+
+    async def read(
+        self,
+        run_id: str,
+        task: str | None = None,
+        attempt: int | None = None,
+        limit: int | None = None,
+    ) -> list[LogLine]:
+        """A run's stored lines in time order, of one task / attempt if given."""
+        ...
+
+
+class Tokens(Protocol):
+    """API tokens as stored (hashes only); formats and hashing live in the application."""
+
+    async def insert(
+        self, token_id: str, name: str, scopes: Sequence[str], secret_sha256: bytes, by: str | None
+    ) -> TokenRow: ...
+
+    async def insert_first(
+        self, token_id: str, name: str, scopes: Sequence[str], secret_sha256: bytes, by: str | None
+    ) -> TokenRow | None:
+        """Insert only if no token was ever created (atomically); else None."""
+        ...
+
+    async def all(self, *, include_revoked: bool = False) -> list[TokenRow]:
+        """Tokens, oldest first."""
+        ...
+
+    async def find(self, id_or_name: str) -> list[TokenRow]:
+        """Tokens whose id or name is ``id_or_name`` (revoked ones too)."""
+        ...
+
+    async def revoke(self, token_id: str) -> TokenRow | None:
+        """Revoke (keeping the first revocation time); None when there is no such token."""
+        ...
+
+    async def live(self, token_id: str) -> TokenRow | None:
+        """The token if it exists and is not revoked."""
+        ...
+
+
+KafkaOutcome = list[Recorded] | DuplicateRun | IdempotencyConflict
+
+
+class Tracking(Protocol):
+    """Trigger tracking: how far each trigger got, recorded with what it did."""
+
+    async def kafka_offsets(
+        self, group_id: str, topics: Sequence[str]
+    ) -> dict[tuple[str, int], int]:
+        """The next offset to read of each ``(topic, partition)`` stored for the group."""
+        ...
+
+    async def record_kafka_batch(
+        self,
+        group_id: str,
+        runs: Sequence[tuple[RunCreated, NewDeadLetter]],
+        dead_letters: Sequence[NewDeadLetter],
+        offsets: dict[tuple[str, int], int],
+    ) -> list[KafkaOutcome]:
+        """One transaction: create the runs, record the dead letters and move the offsets
+        (never backwards). Each run comes with the dead letter to record if its
+        idempotency key already started a different run (the reason is filled in);
+        a key that started the same run is a duplicate, recorded nothing. Any other
+        failure records nothing at all. Returns each run's outcome."""
+        ...
+
+    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        """Newest first."""
+        ...
+
+    async def log_position(self, reader: str) -> int:
+        """How far a log-tailing reader got (0: from the start)."""
+        ...
+
+    async def set_log_position(self, reader: str, position: int) -> None: ...
+
+    async def upsert_assets(self, updates: Sequence[AssetUpdate]) -> None:
+        """Record asset updates; an asset keeps its newest update (by log position)."""
+        ...
+
+    async def assets(self) -> list[AssetUpdate]:
+        """Every asset's latest update, by name."""
+        ...
+
+
+class Leases(Protocol):
+    """One executor's (``owner``) leases on runs, and the concurrency slots they hold.
+
+    Correctness does not rest on leases: every append is fenced by the run's seq.
+    """
+
+    owner: str
+    ttl: float
+
+    async def claim(self, versions: Sequence[str], limit: int) -> list[str]:
+        """Lease up to ``limit`` runs needing work, of ``workflow@version`` we can run;
+        never a run another live lease holds (the live lane first: backfills last)."""
+        ...
+
+    async def renew(self, run_ids: Sequence[str]) -> set[str]:
+        """Extend our leases; returns the runs we still hold (the others were lost)."""
+        ...
+
+    async def release(self, run_id: str) -> None: ...
+
+    async def take_slot(self, run_id: str, limits: Sequence[SlotLimit]) -> bool:
+        """Count the run against each limit; False, and nothing taken, when any is full."""
+        ...
+
+
+class Watch(Protocol):
+    """A subscription to wake-ups; ``close`` ends it."""
+
+    async def close(self) -> None: ...
+
+
+class WakeUps(Protocol):
+    """Wake-ups between processes: a run was created, an operator changed a run.
+
+    Best effort: a lost wake-up costs the listener one poll interval.
+    """
+
+    async def watch(self, on_runs: Callable[[], None], on_control: Callable[[str], None]) -> Watch:
+        """Call ``on_runs()`` when runs were created and ``on_control(run_id)`` when a run
+        was changed by an operator. Raises StoreUnavailable when it cannot listen."""
+        ...
+
+    async def notify_runs(self, reason: str) -> None:
+        """Tell executors there are runs to look at (a backfill created or resumed some)."""
+        ...
+
+    async def notify_control(self, run_id: str) -> None:
+        """Tell the executor driving ``run_id`` that an operator changed it."""
+        ...
+
+
+class Lead(Protocol):
+    """Leadership held: ``check`` raises StoreUnavailable once it is lost."""
+
+    async def check(self) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class Leadership(Protocol):
+    """At most one leader per role across processes (e.g. the scheduler)."""
+
+    async def try_lead(self, role: str) -> Lead | None:
+        """Lead ``role`` if nobody does; None when another process leads it."""
+        ...
+
+
+TransactionBody = Callable[[Any], Awaitable[Sequence[Event]]]
+"""Runs inside the store's transaction with its connection; returns the events to append
+in that same transaction."""
+
+
+class EventStore(EventLog, RunsView, Protocol):
+    """The whole store: the event log and runs view, and the other tables by concern."""
+
+    @property
+    def versions(self) -> Versions:
+        """Workflow versions."""
+        ...
+
+    @property
+    def logs(self) -> TaskLogs:
+        """Task attempts' log lines."""
+        ...
+
+    @property
+    def tokens(self) -> Tokens:
+        """API tokens."""
+        ...
+
+    @property
+    def tracking(self) -> Tracking:
+        """Trigger tracking."""
+        ...
+
+    @property
+    def wakeups(self) -> WakeUps:
+        """Wake-ups between processes."""
+        ...
+
+    @property
+    def leadership(self) -> Leadership:
+        """Leader election."""
+        ...
+
+    def leases(self, owner: str, *, ttl: float = 30.0) -> Leases:
+        """The leases of executor ``owner`` (a lease lasts ``ttl`` seconds unrenewed)."""
+        ...
+
+    async def transact(
+        self, stream_id: str, expected_seq: int, body: TransactionBody
+    ) -> list[Recorded]:
+        """Run ``body`` in a transaction and append the events it returns in it: its
+        writes and the events commit together or not at all. Raises ConcurrencyConflict
+        (everything rolled back) when the stream moved; the body's own errors pass
+        through. The in-memory store raises StoreError: this needs PostgreSQL."""
+        ...
+
+    def sql_pool(self) -> Any:
+        """The connection pool SQL tasks on durable's own database use (PostgreSQL only)."""
+        ...
+
+    async def metrics_counts(self) -> MetricsCounts:
+        """What ``/metrics`` reports from the store."""
         ...
 
     async def close(self) -> None: ...

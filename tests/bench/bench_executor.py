@@ -91,7 +91,7 @@ async def bench_durable(url: str, runs: int) -> dict[str, float]:
 
 async def _finish(store: Any, run_ids: list[str]) -> None:
     while True:
-        async with store.pool.acquire() as conn:
+        async with store._pool.acquire() as conn:
             done = await conn.fetchval(
                 "SELECT count(*) FROM durable.runs WHERE run_id = ANY($1::text[]) "
                 "AND status IN ('succeeded', 'failed', 'cancelled')",

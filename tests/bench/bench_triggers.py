@@ -49,7 +49,7 @@ def orders_workflow() -> Workflow:
 
 
 async def runs_count(store) -> int:  # type: ignore[no-untyped-def]
-    async with store.pool.acquire() as conn:
+    async with store._pool.acquire() as conn:
         return int(await conn.fetchval("SELECT count(*) FROM durable.runs WHERE workflow='orders'"))
 
 
@@ -89,7 +89,7 @@ async def bench_kafka(url: str, broker: Broker, n: int) -> dict[str, float]:
         await producer.send_and_wait(TOPIC, msgspec.json.encode({"id": key}), partition=i % 3)
         await asyncio.sleep(0.005)
     await wait_for_runs(store, n + 300)
-    async with store.pool.acquire() as conn:
+    async with store._pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT params->>'order_id' AS id, created_at FROM durable.runs "
             "WHERE params->>'order_id' LIKE 'lat-%'"
@@ -118,7 +118,7 @@ async def bench_backfill(url: str, intervals: int) -> float:
     _, plan = await request_backfill(store, wf.spec(), start, end)
     elapsed = time.perf_counter() - t0
     assert len(plan.intervals) == intervals
-    async with store.pool.acquire() as conn:
+    async with store._pool.acquire() as conn:
         made = await conn.fetchval("SELECT count(*) FROM durable.runs WHERE workflow = 'minutely'")
     assert made == intervals, made
     await store.close()

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from durable.core.errors import TaskError
+from durable.core.errors import DurableError, TaskError
 from durable.core.spec import TaskSpec
 from durable.workflows.context import TaskContext, render_template
 
@@ -32,7 +32,7 @@ class Resources:
 
     def __init__(
         self,
-        durable_pool: asyncpg.Pool,
+        durable_pool: Callable[[], asyncpg.Pool],
         *,
         threads: int = 64,
         environ: dict[str, str] | None = None,
@@ -53,10 +53,13 @@ class Resources:
         return self._http
 
     async def sql_pool(self, name: str) -> asyncpg.Pool:
-        """``durable`` is durable's own database; any other name is the URL in
-        ``DURABLE_SQL_<NAME>`` (upper case)."""
+        """``durable`` is durable's own database (the store's pool); any other name is
+        the URL in ``DURABLE_SQL_<NAME>`` (upper case)."""
         if name == "durable":
-            return self.durable_pool
+            try:
+                return self.durable_pool()
+            except DurableError as exc:  # the in-memory store has no database
+                raise TaskError(str(exc), retryable=False, type="ConfigurationError") from None
         pool = self._pools.get(name)
         if pool is None:
             url = self._environ.get(f"DURABLE_SQL_{name.upper()}")

@@ -1,8 +1,10 @@
 """The Kafka trigger service: messages start runs, exactly once per message.
 
-Per polled batch, one PostgreSQL transaction writes the runs (each with its dedup key),
-the dead letters of malformed messages, and the consumer's next offsets; offsets are
-committed to Kafka only after that commit. On partition assignment the consumer seeks to
+Per polled batch, one store transaction writes the runs (each with its dedup key), the
+dead letters of malformed messages, and the consumer's next offsets; offsets are
+committed to Kafka only after that commit. A producer's idempotency key reused for a
+different run (other params, another workflow) is refused like a malformed message: it
+goes to the dead letters with the reason, and the consumer moves on. On partition assignment the consumer seeks to
 the offsets stored in PostgreSQL, so a crash anywhere — before the commit, between the
 commit and Kafka's, after both — neither loses a message nor starts a run twice.
 """
@@ -15,14 +17,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import asyncpg
-import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from durable.application.ids import new_run_id
-from durable.core.errors import DuplicateRun
-from durable.core.events import Event, RunCreated, TaskNode, Trigger, run_stream
+from durable.core.errors import IdempotencyConflict, StoreError
+from durable.core.events import RunCreated, TaskNode, Trigger
 from durable.core.kafka import (
     Accepted,
     KafkaTrigger,
@@ -33,7 +33,8 @@ from durable.core.kafka import (
     evaluate_s3_event,
 )
 from durable.core.spec import DefinitionError, WorkflowSpec, coerce_params
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
+from durable.store.rows import NewDeadLetter
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["KafkaTriggerService"]
@@ -46,7 +47,7 @@ class KafkaTriggerService:
 
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         registry: WorkflowRegistry,
         *,
         bootstrap: str,
@@ -127,23 +128,22 @@ class KafkaTriggerService:
         self, partitions: Iterable[TopicPartition]
     ) -> dict[TopicPartition, int]:
         wanted = list(partitions)
-        async with self.store.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT topic, partition, next_offset FROM durable.kafka_offsets "
-                "WHERE group_id = $1 AND topic = ANY($2::text[])",
-                self.group_id,
-                [tp.topic for tp in wanted],
-            )
-        stored = {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
-        return {tp: stored[tp] for tp in wanted if tp in stored}
+        stored = await self.store.tracking.kafka_offsets(
+            self.group_id, sorted({tp.topic for tp in wanted})
+        )
+        return {
+            tp: stored[(tp.topic, tp.partition)]
+            for tp in wanted
+            if (tp.topic, tp.partition) in stored
+        }
 
     async def process(
         self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
     ) -> dict[TopicPartition, int]:
         """Record one polled batch; returns the next offset of each partition."""
-        appends: dict[str, tuple[str, int, list[Event]]] = {}
+        runs: list[tuple[RunCreated, NewDeadLetter]] = []
         seen_keys: set[str] = set()
-        dead: list[tuple[Any, ...]] = []
+        dead: list[NewDeadLetter] = []
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             for rec in records:
@@ -190,43 +190,29 @@ class KafkaTriggerService:
                                     traceparent=outcome.traceparent,
                                 ),
                             )
-                            appends[run_id] = (run_stream(run_id), 0, [created])
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            results = await self.store.append_many_on(conn, list(appends.values()))
-            for result in results:
-                if isinstance(result, BaseException) and not isinstance(result, DuplicateRun):
-                    raise result  # roll back: nothing of this batch, offsets included
-            if dead:
-                await conn.executemany(
-                    'INSERT INTO durable.dead_letters (source, topic, partition, "offset", key, '
-                    "value, headers, workflow, reason) VALUES ('kafka', $1, $2, $3, $4, $5, $6, $7, $8) "
-                    "ON CONFLICT DO NOTHING",
-                    dead,
-                )
-            await conn.execute(
-                "INSERT INTO durable.kafka_offsets (group_id, topic, partition, next_offset) "
-                "SELECT $1, t, p, n FROM unnest($2::text[], $3::int[], $4::bigint[]) AS o(t, p, n) "
-                "ON CONFLICT (group_id, topic, partition) DO UPDATE "
-                "SET next_offset = GREATEST(durable.kafka_offsets.next_offset, excluded.next_offset), "
-                "updated_at = now()",
-                self.group_id,
-                [tp.topic for tp in offsets],
-                [tp.partition for tp in offsets],
-                list(offsets.values()),
-            )
+                            runs.append((created, _dead_letter(message, spec.name, "")))
+        # one transaction: the runs, the dead letters (a key reused for another run is
+        # one), and the offsets; a failure records nothing of the batch
+        recorded = await self.store.tracking.record_kafka_batch(
+            self.group_id, runs, dead, {(tp.topic, tp.partition): n for tp, n in offsets.items()}
+        )
+        for result in recorded:
+            if isinstance(result, IdempotencyConflict):
+                log.warning("kafka: %s; dead-lettered", result)
         return offsets
 
 
-def _dead_letter(message: Message, workflow: str, reason: str) -> tuple[Any, ...]:
-    return (
-        message.topic,
-        message.partition,
-        message.offset,
-        message.key,
-        message.value,
-        msgspec.json.encode(message.headers),
-        workflow,
-        reason,
+def _dead_letter(message: Message, workflow: str, reason: str) -> NewDeadLetter:
+    return NewDeadLetter(
+        source="kafka",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=message.headers,
+        workflow=workflow,
+        reason=reason,
     )
 
 
@@ -244,7 +230,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             stored = await self.service.stored_offsets(assigned)
             ends = await self.consumer.end_offsets(list(stored)) if stored else {}
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, StoreError) as exc:
             log.warning("could not read stored offsets (%s); using Kafka's", exc)
             return
         for tp, offset in stored.items():

@@ -18,11 +18,12 @@ from typing import Any
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from durable.application.runs import start_run
+from durable.application.runs import create_run
+from durable.core.errors import IdempotencyConflict, StoreError
 from durable.core.events import Trigger
 from durable.core.s3 import S3Object, S3Trigger, object_dedup_key, object_params
 from durable.core.spec import DefinitionError, WorkflowSpec
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["S3PollingService"]
@@ -33,7 +34,7 @@ log = logging.getLogger("durable.runtime.triggers.s3")
 class S3PollingService:
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         registry: WorkflowRegistry,
         *,
         endpoint_url: str | None = None,
@@ -60,7 +61,7 @@ class S3PollingService:
                         for spec, rule in self.rules:
                             try:
                                 await self.poll(client, spec, rule)
-                            except (BotoCoreError, ClientError, OSError) as exc:
+                            except (BotoCoreError, ClientError, OSError, StoreError) as exc:
                                 log.warning(
                                     "s3://%s/%s: %s; retrying next poll",
                                     rule.bucket,
@@ -91,14 +92,7 @@ class S3PollingService:
                 if o["Key"].endswith(rule.suffix)
             ]
             keys = {object_dedup_key(spec.name, o): o for o in objects}
-            async with self.store.pool.acquire() as conn:
-                seen = {
-                    r["idempotency_key"]
-                    for r in await conn.fetch(
-                        "SELECT idempotency_key FROM durable.runs WHERE idempotency_key = ANY($1::text[])",
-                        list(keys),
-                    )
-                }
+            seen = set(await self.store.runs_by_keys(list(keys)))
             new = [(k, o) for k, o in keys.items() if k not in seen]
             results = await asyncio.gather(*(self._start(spec, rule, k, o) for k, o in new))
             started += [r for r in results if r]
@@ -108,14 +102,16 @@ class S3PollingService:
         self, spec: WorkflowSpec, rule: S3Trigger, key: str, obj: S3Object
     ) -> str | None:
         try:
-            run_id, created = await start_run(
+            run_id, created = await create_run(
                 self.store,
                 spec,
                 object_params(rule, list(spec.params), obj),
                 idempotency_key=key,
                 trigger=Trigger(kind="s3", source=f"s3://{obj.bucket}/{obj.key}"),
             )
-        except DefinitionError as exc:
+        except (DefinitionError, IdempotencyConflict) as exc:
+            # object storage has no dead letters: the object stays where it is, and the
+            # warning says why it started nothing
             log.warning("s3://%s/%s cannot start %s: %s", obj.bucket, obj.key, spec.name, exc)
             return None
         return run_id if created else None

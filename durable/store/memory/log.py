@@ -1,6 +1,7 @@
-"""An in-memory event store for pure executor tests; it passes the same contract suite.
+"""The in-memory store: the event log and runs view over Python lists.
 
-Not durable, and not for production: nothing survives the process.
+For pure executor tests; it passes the same contract suites as PostgreSQL. Not durable,
+and not for production: nothing survives the process.
 """
 
 from __future__ import annotations
@@ -9,14 +10,33 @@ import asyncio
 import bisect
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
-from durable.core.errors import ConcurrencyConflict, DuplicateRun, MalformedEvent, StreamNotFound
-from durable.core.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated, run_stream
+from durable.core.errors import (
+    ConcurrencyConflict,
+    DuplicateRun,
+    MalformedEvent,
+    StoreError,
+    StreamNotFound,
+)
+from durable.core.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated
 from durable.core.fold import fold
 from durable.core.runs_view import RunRow, apply_delta, delta_of, row_from_created, row_from_state
-from durable.store.base import Progress, RunFilter, check_stream_id
+from durable.core.state import TERMINAL_RUN
+from durable.store.base import Progress, RunFilter, TransactionBody
+from durable.store.codec import check_append, check_stream_id, encode_event
+from durable.store.memory.tables import (
+    MemoryLeadership,
+    MemoryLeases,
+    MemoryTaskLogs,
+    MemoryTokens,
+    MemoryTracking,
+    MemoryVersions,
+    MemoryWakeUps,
+)
+from durable.store.rows import MetricsCounts
 
 __all__ = ["MemoryEventStore"]
 
@@ -38,25 +58,37 @@ class MemoryEventStore:
         self._runs: dict[str, RunRow] = {}
         self._keys: dict[str, str] = {}
         self._changed = asyncio.Condition()
+        self.versions = MemoryVersions(self)
+        self.logs = MemoryTaskLogs()
+        self.tokens = MemoryTokens(clock)
+        self.tracking = MemoryTracking(self, clock)
+        self.wakeups = MemoryWakeUps()
+        self.leadership = MemoryLeadership()
+        self.lease_table: dict[str, tuple[str, datetime, bool]] = {}  # run: owner, expiry, slot
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    @property
+    def registry(self) -> EventRegistry:
+        return self._registry
 
     async def append(
         self, stream_id: str, expected_seq: int, events: Sequence[Event]
     ) -> list[Recorded]:
-        check_stream_id(stream_id)
-        if expected_seq < 0:
-            raise ValueError(f"expected_seq must be >= 0, not {expected_seq}")
-        if not events:
-            raise ValueError("append needs at least one event")
-        for i, e in enumerate(events):
-            tag, _version, data = self._registry.encode(e)  # same validation as the real store
-            if b"\\u0000" in data:
-                raise MalformedEvent(f"stream {stream_id!r} event {tag}", "contains NUL")
-            if isinstance(e, RunCreated) and (
-                i != 0 or expected_seq != 0 or stream_id != run_stream(e.run_id)
-            ):
-                raise MalformedEvent(
-                    f"stream {stream_id!r}", "run_created must start a new run stream"
-                )
+        check_append(stream_id, expected_seq, events)
+        for e in events:
+            encode_event(self._registry, stream_id, e)  # the same validation as PostgreSQL
+        self.check_free(stream_id, expected_seq, events)
+        recorded = self.write(stream_id, expected_seq, events)
+        async with self._changed:
+            self._changed.notify_all()
+        if isinstance(events[0], RunCreated):
+            self.wakeups.runs_created()
+        return recorded
+
+    def check_free(self, stream_id: str, expected_seq: int, events: Sequence[Event]) -> None:
+        """Raise what an append would: a stale expected seq, a taken idempotency key."""
         stream = self._streams.get(stream_id, [])
         if len(stream) != expected_seq:
             raise ConcurrencyConflict(stream_id, expected_seq, len(stream))
@@ -65,6 +97,11 @@ class MemoryEventStore:
             existing = self._keys.get(created.idempotency_key)
             if existing is not None:
                 raise DuplicateRun(created.idempotency_key, existing)
+
+    def write(self, stream_id: str, expected_seq: int, events: Sequence[Event]) -> list[Recorded]:
+        """Append, already checked (``check_free``); no wake-up."""
+        stream = self._streams.get(stream_id, [])
+        created = events[0] if isinstance(events[0], RunCreated) else None
         at = self._clock()
         recorded = [
             Recorded(
@@ -89,9 +126,30 @@ class MemoryEventStore:
             if row is not None and rest:
                 delta = delta_of(rest, expected_seq + len(events))
                 self._runs[row.run_id] = apply_delta(row, delta, at)
+        return recorded
+
+    async def transact(
+        self, stream_id: str, expected_seq: int, body: TransactionBody
+    ) -> list[Recorded]:
+        raise StoreError(
+            "a transactional SQL task needs PostgreSQL",
+            hint="run it on the PostgreSQL store, or drop transactional: true",
+            retryable=False,
+        )
+
+    def sql_pool(self) -> Any:
+        raise StoreError(
+            "SQL tasks on durable's own database need PostgreSQL",
+            hint="give the task another connection, or run on the PostgreSQL store",
+            retryable=False,
+        )
+
+    def leases(self, owner: str, *, ttl: float = 30.0) -> MemoryLeases:
+        return MemoryLeases(self, owner, ttl)
+
+    async def notify_changed(self) -> None:
         async with self._changed:
             self._changed.notify_all()
-        return recorded
 
     async def import_stream(self, stream_id: str, records: Sequence[Recorded]) -> list[Recorded]:
         check_stream_id(stream_id)
@@ -181,6 +239,59 @@ class MemoryEventStore:
         if not records:
             raise StreamNotFound(stream_id)
         return records
+
+    async def stream_ids(self, prefix: str, limit: int = 100) -> list[str]:
+        firsts = [s[0] for sid, s in self._streams.items() if sid.startswith(prefix) and s]
+        firsts.sort(key=lambda r: r.position, reverse=True)
+        return [r.stream_id for r in firsts[:limit]]
+
+    async def runs_by_keys(self, keys: Sequence[str]) -> dict[str, RunRow]:
+        return {k: self._runs[self._keys[k]] for k in keys if k in self._keys}
+
+    async def latest_interval(self, workflow: str) -> datetime | None:
+        times = [r.logical_time for r in self._scheduled(workflow) if r.logical_time is not None]
+        return max(times, default=None)
+
+    async def interval_statuses(
+        self, workflow: str, start: datetime, end: datetime
+    ) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self._scheduled(workflow):
+            if r.logical_time is not None and start <= r.logical_time < end:
+                counts[r.status] = counts.get(r.status, 0) + 1
+        return counts
+
+    def _scheduled(self, workflow: str) -> list[RunRow]:
+        return [
+            r
+            for r in self._runs.values()
+            if r.workflow == workflow and r.trigger_kind in ("schedule", "backfill")
+        ]
+
+    async def unfinished_backfill_runs(self, backfill_id: str) -> list[str]:
+        return sorted(
+            r.run_id
+            for r in self._runs.values()
+            if r.trigger_kind == "backfill"
+            and r.trigger_source == backfill_id
+            and r.status not in TERMINAL_RUN
+        )
+
+    def runs(self) -> list[RunRow]:
+        """Every run row (for the tables beside the log)."""
+        return list(self._runs.values())
+
+    async def metrics_counts(self) -> MetricsCounts:
+        counts: dict[tuple[str, str], int] = {}
+        for r in self._runs.values():
+            counts[(r.workflow, r.status)] = counts.get((r.workflow, r.status), 0) + 1
+        now = self._clock()
+        return MetricsCounts(
+            runs=[(w, s, n) for (w, s), n in sorted(counts.items())],
+            position=len(self._log),
+            dead_letters=len(self.tracking.letters),
+            live_leases=sum(1 for _, expiry, _ in self.lease_table.values() if expiry > now),
+        )
 
     async def close(self) -> None:
         return None

@@ -1,4 +1,4 @@
-"""Leases: which executor works on which run, and concurrency slots per workflow.
+"""Leases on PostgreSQL: which executor works on which run, and concurrency slots per workflow.
 
 Claiming uses ``FOR UPDATE SKIP LOCKED``: an executor never waits on a run another one
 is claiming. A lease is renewed by heartbeats; one that expired is taken over. The
@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+
+from durable.store.postgres.connection import translated
+from durable.store.rows import SlotLimit
 
 __all__ = ["LeaseManager"]
 
@@ -67,38 +70,39 @@ class LeaseManager:
         """Lease up to ``limit`` runs needing work, of ``workflow@version`` we can run."""
         if limit <= 0 or not versions:
             return []
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_CLAIM_SQL, list(versions), limit, self.owner, self.ttl)
+        with translated("claiming runs"):
+            rows = await self._pool.fetch(_CLAIM_SQL, list(versions), limit, self.owner, self.ttl)
         return [r["run_id"] for r in rows]
 
     async def renew(self, run_ids: Sequence[str]) -> set[str]:
         """Extend our leases; returns the runs we still hold (the others were lost)."""
         if not run_ids:
             return set()
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_RENEW_SQL, list(run_ids), self.owner, self.ttl)
+        with translated("renewing leases"):
+            rows = await self._pool.fetch(_RENEW_SQL, list(run_ids), self.owner, self.ttl)
         return {r["run_id"] for r in rows}
 
     async def release(self, run_id: str) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.execute(
+        with translated("releasing a lease"):
+            await self._pool.execute(
                 "DELETE FROM durable.leases WHERE run_id = $1 AND owner = $2", run_id, self.owner
             )
 
-    async def take_slot(self, run_id: str, limits: list[tuple[str, str, int]]) -> bool:
+    async def take_slot(self, run_id: str, limits: Sequence[SlotLimit]) -> bool:
         """Count the run against each ``(kind, key, limit)`` — kind ``workflow`` (its
         max_active_runs) or ``trigger_source`` (a backfill's max_parallel); False, and
         nothing taken, when any is full."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            for kind, key, _ in sorted(limits):
-                await conn.execute(_SLOT_LOCK_SQL, f"{kind}:{key}")
-            for kind, key, limit in limits:
-                if await conn.fetchval(_SLOT_COUNT_SQL[kind], key, run_id) >= limit:
-                    return False
-            row = await conn.fetchrow(
-                "UPDATE durable.leases SET holds_slot = true WHERE run_id = $1 AND owner = $2 "
-                "RETURNING run_id",
-                run_id,
-                self.owner,
-            )
+        with translated("taking a slot"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                for kind, key, _ in sorted(limits):
+                    await conn.execute(_SLOT_LOCK_SQL, f"{kind}:{key}")
+                for kind, key, limit in limits:
+                    if await conn.fetchval(_SLOT_COUNT_SQL[kind], key, run_id) >= limit:
+                        return False
+                row = await conn.fetchrow(
+                    "UPDATE durable.leases SET holds_slot = true WHERE run_id = $1 "
+                    "AND owner = $2 RETURNING run_id",
+                    run_id,
+                    self.owner,
+                )
         return row is not None

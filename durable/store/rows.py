@@ -1,0 +1,117 @@
+"""The rows the store's protocols take and give: typed, frozen, never a driver's record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+__all__ = [
+    "AssetUpdate",
+    "DeadLetter",
+    "LogLine",
+    "MetricsCounts",
+    "NewDeadLetter",
+    "NewVersion",
+    "SlotLimit",
+    "TokenRow",
+    "VersionRow",
+]
+
+SlotLimit = tuple[str, str, int]
+"""``(kind, key, limit)``: kind ``workflow`` (its max_active_runs) or ``trigger_source``
+(a backfill's max_parallel)."""
+
+
+class NewVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow version a process serves, to record (``definition``: its spec as JSON)."""
+
+    workflow: str
+    version: str
+    definition: bytes
+    source: str = ""
+
+
+class VersionRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A recorded workflow version and how many runs are pinned to it."""
+
+    workflow: str
+    version: str
+    definition: bytes
+    source: str
+    first_seen: datetime
+    runs: int
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored log line of a task attempt."""
+
+    task: str
+    generation: int
+    attempt: int
+    at: datetime
+    stream: str
+    message: str
+
+
+class TokenRow(msgspec.Struct, frozen=True, kw_only=True):
+    """An API token as stored: the SHA-256 of its secret, never the secret."""
+
+    token_id: str
+    name: str
+    scopes: list[str]
+    secret_sha256: bytes
+    created_at: datetime
+    created_by: str | None = None
+    revoked_at: datetime | None = None
+
+
+class NewDeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A trigger message that could not start a run, and why."""
+
+    source: str = "kafka"
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: dict[str, str] = {}
+    workflow: str | None = None
+    reason: str = ""
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored dead letter (newest have the largest ``id``)."""
+
+    id: int
+    source: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+    workflow: str | None
+    reason: str
+    received_at: datetime
+
+
+class AssetUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """An asset's latest update: the run and task that produced it (lineage)."""
+
+    asset: str
+    workflow: str
+    run_id: str
+    task: str
+    generation: int
+    updated_at: datetime
+    position: int
+
+
+class MetricsCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``/metrics`` reports from the store."""
+
+    runs: list[tuple[str, str, int]]  # (workflow, status, count)
+    position: int
+    dead_letters: int
+    live_leases: int

@@ -1,0 +1,60 @@
+"""The trigger doors on the in-memory store (no broker, no database): a Kafka batch is
+recorded in one go, and a producer's idempotency key reused for another run is
+dead-lettered, never a second run."""
+
+from __future__ import annotations
+
+import msgspec
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from durable import Param, Workflow
+from durable.core.kafka import KafkaTrigger
+from durable.runtime.triggers.kafka import KafkaTriggerService
+from durable.store import MemoryEventStore
+from tests.executing import registry_of
+
+
+def _record(offset: int, value: dict[str, object], key: str) -> ConsumerRecord[bytes, bytes]:
+    data = msgspec.json.encode(value)
+    return ConsumerRecord(
+        topic="orders",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=data,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(data),
+        headers=[("idempotency-key", key.encode())],
+    )
+
+
+async def test_a_reused_producer_key_is_dead_lettered_not_run_twice() -> None:
+    store = MemoryEventStore()
+    wf = Workflow(
+        "orders",
+        params={"order_id": Param(required=True)},
+        kafka=[KafkaTrigger(topic="orders", params={"order_id": "value.id"})],
+    )
+    wf.shell("book", "echo ${params.order_id}")
+    service = KafkaTriggerService(store, registry_of(wf), bootstrap="unused:9092")
+    tp = TopicPartition("orders", 0)
+    offsets = await service.process(
+        {tp: [_record(0, {"id": "a"}, "k1"), _record(1, {"id": "b"}, "k2")]}
+    )
+    assert offsets == {tp: 2}
+    # redelivered (same key, same params), and a key reused for another order
+    offsets = await service.process(
+        {tp: [_record(2, {"id": "a"}, "k1"), _record(3, {"id": "other"}, "k2")]}
+    )
+    assert offsets == {tp: 4}
+    runs = await store.list_runs()
+    assert sorted(r.params["order_id"] for r in runs) == ["a", "b"]
+    letters = await store.tracking.dead_letters()
+    assert [(d.offset, d.workflow) for d in letters] == [(3, "orders")]
+    b = next(r for r in runs if r.params["order_id"] == "b")
+    assert f"already started run {b.run_id} with other params" in letters[0].reason
+    assert await service.stored_offsets([tp]) == {tp: 4}
