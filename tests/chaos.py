@@ -173,7 +173,7 @@ class Chaos:
         self.workflow.write_text(WORKFLOW)
         store = await connect(self.url)
         try:
-            await store.pool.execute("CREATE TABLE IF NOT EXISTS chaos_rows (run_id text)")
+            await store._pool.execute("CREATE TABLE IF NOT EXISTS chaos_rows (run_id text)")
             spec = load_workflows(self.workflow).get("chaos").spec
             runs = [
                 (await start_run(store, spec, {"n": n}, idempotency_key=f"chaos:{n}"))[0]
@@ -231,7 +231,7 @@ class Chaos:
         statuses: Counter[str] = Counter()
         try:
             rows_by_run = Counter(
-                r["run_id"] for r in await store.pool.fetch("SELECT run_id FROM chaos_rows")
+                r["run_id"] for r in await store._pool.fetch("SELECT run_id FROM chaos_rows")
             )
             streams = await store.read_streams([run_stream(r) for r in runs])
             for run_id in runs:
