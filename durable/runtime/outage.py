@@ -74,7 +74,7 @@ class Outage:
 
     def delay(self) -> float:
         """How long to wait before the next try: capped exponential, with jitter."""
-        base = min(self.max_delay, self.first_delay * 2 ** min(self._failures, 16))
+        base = min(self.max_delay, self.first_delay * 2.0 ** min(self._failures, 16))
         return base * random.uniform(0.5, 1.0)
 
     async def backoff(self, stop: asyncio.Event | None = None) -> None:
