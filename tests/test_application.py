@@ -75,9 +75,11 @@ async def test_start_run_still_answers_a_reused_key_with_the_existing_run(
 
 async def test_one_key_same_request_is_one_run(store: EventStore) -> None:
     spec = _workflow().spec()
-    first, created = await create_run(store, spec, {"n": "2"}, idempotency_key="http:orders:k")
+    first, created = await create_run(
+        store, spec, {"n": "2"}, idempotency_key="http:orders:k", params_from="text"
+    )
     assert created
-    # the same request, even spelled differently ("2" and 2 convert alike)
+    # the same request through another door: the text "2" (CLI) and the JSON 2 (API)
     again, created = await create_run(store, spec, {"n": 2}, idempotency_key="http:orders:k")
     assert (again, created) == (first, False)
     assert len(await store.list_runs()) == 1

@@ -78,8 +78,8 @@ def test_the_example_pipeline_runs_idempotently_per_date(tmp_path: Path) -> None
     )
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
-        "error: workflow 'daily_sales': param 'date': '21/11/2026' is not a valid date "
-        "(dates are YYYY-MM-DD)"
+        "error: workflow 'daily_sales': param 'date': expected date, got '21/11/2026' (text) "
+        "(date takes a date as YYYY-MM-DD, e.g. 2026-11-21)"
     )
     unknown = durable("run", "daily_sale", "--workflows", str(EXAMPLE), home=home)
     assert unknown.returncode == 2

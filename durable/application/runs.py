@@ -3,15 +3,16 @@ schedules, backfills, the CLI) and recording the workflow versions a process ser
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from durable.application.ids import new_run_id
 from durable.core.errors import DuplicateRun, IdempotencyConflict
 from durable.core.events import RunCreated, Trigger, run_stream
+from durable.core.params import parse_text_params, validate_params
 from durable.core.runs_view import same_request
-from durable.core.spec import WorkflowSpec, coerce_params
+from durable.core.spec import WorkflowSpec
 from durable.store.base import EventStore
 from durable.store.rows import NewVersion
 from durable.workflows.loader import WorkflowRegistry
@@ -42,15 +43,25 @@ async def create_run(
     run_id: str | None = None,
     idempotency_key: str | None = None,
     trigger: Trigger | None = None,
+    params_from: Literal["json", "text"] = "json",
 ) -> tuple[str, bool]:
     """Create a run of ``spec``: durable once this returns. ``(run_id, created)``.
 
-    ``params`` are validated and converted (DefinitionError when they do not fit). An
+    ``params`` are JSON values validated against their declared types, never converted
+    (``params_from="json"``: the API, webhooks, Kafka payloads), or text parsed into them
+    (``"text"``: the CLI's ``--param``, query strings, Kafka headers, S3 keys); a value
+    that does not fit raises :class:`~durable.core.params.ParamError` and records
+    nothing. An
     idempotency key already used for the same request (workflow, params, logical time)
     gives the existing run's id and ``False``; used for another request, it raises
     :class:`~durable.core.errors.IdempotencyConflict` and records nothing.
     """
-    values = coerce_params(spec.params, params, where=f"workflow {spec.name!r}")
+    where = f"workflow {spec.name!r}"
+    values = (
+        parse_text_params(spec.params, params, where=where)
+        if params_from == "text"
+        else validate_params(spec.params, params, where=where)
+    )
     run_id = run_id or new_run_id()
     trigger = trigger or Trigger(kind="manual")
     created = RunCreated(

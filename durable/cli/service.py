@@ -186,8 +186,8 @@ def up(
     ctx.run(go)
 
 
-def parse_params(values: tuple[str, ...]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
+def parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -225,7 +225,7 @@ def run(
     async def go(store: EventStore) -> str:
         await register_versions(store, registry)
         run_id, created = await create_run(
-            store, loaded.spec, given, idempotency_key=idempotency_key
+            store, loaded.spec, given, idempotency_key=idempotency_key, params_from="text"
         )
         click.echo(
             f"{'started' if created else 'already exists:'} run {run_id} of {workflow}@{loaded.spec.version}"

@@ -25,11 +25,11 @@ __all__ = ["ParamError", "parse_text_params", "validate_params"]
 
 _TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "date": dt.date}
 _EXAMPLES = {
-    "str": '"eu"',
-    "int": "7",
-    "float": "0.5",
-    "bool": "true",
-    "date": '"2026-11-21" (YYYY-MM-DD)',
+    "str": "text",
+    "int": "a whole number, e.g. 7",
+    "float": "a number, e.g. 0.5",
+    "bool": "true or false",
+    "date": "a date as YYYY-MM-DD, e.g. 2026-11-21",
     "json": "any JSON value",
 }
 _TEXT_BOOL = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
@@ -44,7 +44,7 @@ class ParamError(DefinitionError):
         super().__init__(
             where,
             f"param {name!r}: expected {expected}, got {shown} ({kind})",
-            hint=f"give {name} as {_EXAMPLES.get(expected, expected)}",
+            hint=f"{name} takes {_EXAMPLES.get(expected, expected)}",
         )
         self.name = name
         self.expected = expected

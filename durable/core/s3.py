@@ -5,8 +5,6 @@ Pure.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 __all__ = ["S3Object", "S3Trigger", "WebhookTrigger", "object_dedup_key", "object_params"]
@@ -41,9 +39,12 @@ def object_dedup_key(workflow: str, obj: S3Object) -> str:
     return f"s3:{workflow}:{obj.bucket}:{obj.key}:{obj.version_id or obj.etag}"
 
 
-def object_params(rule: S3Trigger, declared: list[str], obj: S3Object) -> dict[str, Any]:
+def object_params(rule: S3Trigger, declared: list[str], obj: S3Object) -> dict[str, str]:
+    """The run's params from the object's fields, as text (a key is text: the declared
+    types parse it, strictly); a field the object lacks leaves its param's default."""
     mapping = rule.params or {name: name for name in declared if name in FIELDS}
-    return {param: getattr(obj, field) for param, field in mapping.items()}
+    values = {param: getattr(obj, field) for param, field in mapping.items()}
+    return {param: str(v) for param, v in values.items() if v is not None}
 
 
 class WebhookTrigger(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -108,6 +108,7 @@ class S3PollingService:
                 object_params(rule, list(spec.params), obj),
                 idempotency_key=key,
                 trigger=Trigger(kind="s3", source=f"s3://{obj.bucket}/{obj.key}"),
+                params_from="text",
             )
         except (DefinitionError, IdempotencyConflict) as exc:
             # object storage has no dead letters: the object stays where it is, and the
