@@ -163,6 +163,14 @@ class KafkaTriggerService:
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
         try:
             await asyncio.wait_for(consumer.stop(), _TIMEOUT)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # ours: we are cancelled
+            # aiokafka 0.14's fetcher, closed while retrying an unreachable broker, lets
+            # the cancellation of its own retry sleep out of stop(): finish stop's work
+            with suppress(KafkaError, OSError):
+                await asyncio.wait_for(consumer._client.close(), _TIMEOUT)
         except (KafkaError, OSError) as exc:
             log.debug("Kafka consumer stopped uncleanly: %s", exc)
         self.consumer = None
