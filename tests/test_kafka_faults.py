@@ -255,3 +255,35 @@ async def test_durable_up_stops_cleanly_while_its_broker_is_away(
     assert said("durable up: stopped") == 1
     assert said(AWAY) == 2 and said(BACK) == 1
     assert len(err) <= 10, text  # no flood: the start line, the outage lines, a few more
+
+
+def test_an_outage_is_told_once_reminded_each_minute_and_its_length_given(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from durable.runtime.triggers.kafka_outage import BrokerOutage, muted_during
+
+    caplog.set_level(logging.WARNING)
+    now = [100.0]
+    outage = BrokerOutage("k:9092", clock=lambda: now[0])
+    client = logging.getLogger("aiokafka")
+    with muted_during(outage) as muter:
+        client.warning("Heartbeat failed: local member_id was not recognized")  # not an outage
+        client.error("Unable connect to node with id %s: %s", 1, "refused")  # opens it
+        for second in range(150):  # 75 a second, for 150 s
+            now[0] = 100.0 + second
+            for _ in range(75):
+                client.error("Failed fetch messages from %s: %s", 1, "NodeNotReadyError")
+            outage.remind()
+        outage.back()
+        client.warning("Heartbeat failed: local member_id was not recognized")
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0] == "Heartbeat failed: local member_id was not recognized"
+    assert said[1].startswith("Kafka broker k:9092 unreachable (Unable connect to node with id 1")
+    assert said[2:4] == [
+        "Kafka broker k:9092 still unreachable, for 60.0 s now",
+        "Kafka broker k:9092 still unreachable, for 2 min 0 s now",
+    ]
+    assert said[4] == "Kafka broker k:9092 is back after 2 min 29 s unreachable"
+    assert said[5:] == ["Heartbeat failed: local member_id was not recognized"]
+    assert muter.muted == 1 + 150 * 75
+    assert not client.filters  # taken off again
