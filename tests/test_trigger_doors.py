@@ -57,4 +57,6 @@ async def test_a_reused_producer_key_is_dead_lettered_not_run_twice() -> None:
     assert [(d.offset, d.workflow) for d in letters] == [(3, "orders")]
     b = next(r for r in runs if r.params["order_id"] == "b")
     assert f"already started run {b.run_id} with other params" in letters[0].reason
-    assert await service.stored_offsets([tp]) == {tp: 4}
+    assert await store.tracking.kafka_offsets("durable", [tp.topic]) == {
+        (tp.topic, tp.partition): 4
+    }

@@ -21,6 +21,7 @@ from durable.core.state import RunStatus
 from durable.store.rows import (
     AssetUpdate,
     DeadLetter,
+    KafkaPosition,
     LogLine,
     MetricsCounts,
     NewDeadLetter,
@@ -252,16 +253,29 @@ class Tracking(Protocol):
         """The next offset to read of each ``(topic, partition)`` stored for the group."""
         ...
 
+    async def kafka_positions(
+        self, group_id: str, topics: Sequence[str]
+    ) -> dict[tuple[str, int], KafkaPosition]:
+        """Each stored ``(topic, partition)``'s position, epoch and last fingerprint."""
+        ...
+
+    async def reset_kafka_partition(self, group_id: str, topic: str, partition: int) -> int:
+        """A new incarnation of the partition's log: from offset 0 under the next epoch,
+        which is returned."""
+        ...
+
     async def record_kafka_batch(
         self,
         group_id: str,
-        runs: Sequence[tuple[RunCreated, NewDeadLetter]],
+        runs: Sequence[tuple[RunCreated, NewDeadLetter | None]],
         dead_letters: Sequence[NewDeadLetter],
         offsets: dict[tuple[str, int], int],
+        fingerprints: dict[tuple[str, int], str] | None = None,
     ) -> list[KafkaOutcome]:
         """One transaction: create the runs, record the dead letters and move the offsets
-        (never backwards). Each run comes with the dead letter to record if its
-        idempotency key already started a different run (the reason is filled in);
+        (never backwards), remembering each partition's last message ``fingerprints``. Each run comes with the dead letter to record if its
+        idempotency key already started a different run (the reason is filled in; None:
+        refused without one);
         a key that started the same run is a duplicate, recorded nothing. Any other
         failure records nothing at all. Returns each run's outcome."""
         ...

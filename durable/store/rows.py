@@ -78,6 +78,17 @@ class NewDeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     headers: dict[str, str] = {}
     workflow: str | None = None
     reason: str = ""
+    epoch: int = 0
+    """The incarnation of the partition's log (a broker that lost its log reuses offsets)."""
+
+
+class KafkaPosition(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a consumer group is in one partition, and which incarnation of its log."""
+
+    next_offset: int
+    epoch: int = 0
+    last_fingerprint: str | None = None
+    """``offset:hash`` of the last message consumed, to recognise the log by."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,6 +105,7 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     workflow: str | None
     reason: str
     received_at: datetime
+    epoch: int = 0
 
 
 class AssetUpdate(msgspec.Struct, frozen=True, kw_only=True):

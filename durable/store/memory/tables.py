@@ -19,6 +19,7 @@ from durable.store.codec import check_append, encode_event
 from durable.store.rows import (
     AssetUpdate,
     DeadLetter,
+    KafkaPosition,
     LogLine,
     NewDeadLetter,
     NewVersion,
@@ -173,7 +174,9 @@ class MemoryTracking:
         self._store = store
         self._clock = clock
         self._offsets: dict[tuple[str, str, int], int] = {}
-        self.letters: dict[tuple[str, str, int, int, str | None], DeadLetter] = {}
+        self._epochs: dict[tuple[str, str, int], int] = {}
+        self._fingerprints: dict[tuple[str, str, int], str] = {}
+        self.letters: dict[tuple[str, str, int, int, str | None, int], DeadLetter] = {}
         self._ids = itertools.count(1)
         self._positions: dict[str, int] = {}
         self._assets: dict[str, AssetUpdate] = {}
@@ -185,12 +188,33 @@ class MemoryTracking:
             (t, p): n for (g, t, p), n in self._offsets.items() if g == group_id and t in topics
         }
 
+    async def kafka_positions(
+        self, group_id: str, topics: Sequence[str]
+    ) -> dict[tuple[str, int], KafkaPosition]:
+        return {
+            (t, p): KafkaPosition(
+                next_offset=n,
+                epoch=self._epochs.get((g, t, p), 0),
+                last_fingerprint=self._fingerprints.get((g, t, p)),
+            )
+            for (g, t, p), n in self._offsets.items()
+            if g == group_id and t in topics
+        }
+
+    async def reset_kafka_partition(self, group_id: str, topic: str, partition: int) -> int:
+        k = (group_id, topic, partition)
+        self._offsets[k] = 0
+        self._epochs[k] = self._epochs.get(k, 0) + 1
+        self._fingerprints.pop(k, None)
+        return self._epochs[k]
+
     async def record_kafka_batch(
         self,
         group_id: str,
-        runs: Sequence[tuple[RunCreated, NewDeadLetter]],
+        runs: Sequence[tuple[RunCreated, NewDeadLetter | None]],
         dead_letters: Sequence[NewDeadLetter],
         offsets: dict[tuple[str, int], int],
+        fingerprints: dict[tuple[str, int], str] | None = None,
     ) -> list[KafkaOutcome]:
         store = self._store
         if len({c.run_id for c, _ in runs}) != len(runs):
@@ -214,7 +238,8 @@ class MemoryTracking:
                     outcomes.append(dup)
                 else:
                     conflict = IdempotencyConflict(dup.idempotency_key, dup.existing_run_id)
-                    refused.append((letter, str(conflict)))
+                    if letter is not None:
+                        refused.append((letter, str(conflict)))
                     outcomes.append(conflict)
                 continue
             if key is not None:
@@ -234,13 +259,17 @@ class MemoryTracking:
         for (topic, partition), n in offsets.items():
             k = (group_id, topic, partition)
             self._offsets[k] = max(self._offsets.get(k, n), n)
+        for (topic, partition), fp in (fingerprints or {}).items():
+            k = (group_id, topic, partition)
+            if self._offsets.get(k) == int(fp.partition(":")[0]) + 1:
+                self._fingerprints[k] = fp
         if any(isinstance(o, list) for o in done):
             await store.notify_changed()
             store.wakeups.runs_created()
         return done
 
     def _letter(self, d: NewDeadLetter, reason: str) -> None:
-        key = (d.source, d.topic, d.partition, d.offset, d.workflow)
+        key = (d.source, d.topic, d.partition, d.offset, d.workflow, d.epoch)
         if key in self.letters:
             return
         self.letters[key] = DeadLetter(
@@ -255,6 +284,7 @@ class MemoryTracking:
             workflow=d.workflow,
             reason=reason,
             received_at=self._clock(),
+            epoch=d.epoch,
         )
 
     async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:

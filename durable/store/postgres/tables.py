@@ -21,6 +21,7 @@ from durable.store.postgres.connection import translated
 from durable.store.rows import (
     AssetUpdate,
     DeadLetter,
+    KafkaPosition,
     LogLine,
     NewDeadLetter,
     NewVersion,
@@ -218,7 +219,7 @@ class PgTokens:
 
 _DEAD_LETTER_SQL = (
     'INSERT INTO durable.dead_letters (source, topic, partition, "offset", key, value, '
-    "headers, workflow, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+    "headers, workflow, reason, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
     "ON CONFLICT DO NOTHING"
 )
 
@@ -234,6 +235,7 @@ def _dead_row(d: NewDeadLetter, reason: str | None = None) -> tuple[Any, ...]:
         msgspec.json.encode(d.headers),
         d.workflow,
         reason or d.reason,
+        d.epoch,
     )
 
 
@@ -254,12 +256,45 @@ class PgTracking:
             )
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
+    async def kafka_positions(
+        self, group_id: str, topics: Sequence[str]
+    ) -> dict[tuple[str, int], KafkaPosition]:
+        with translated("reading Kafka offsets"):
+            rows = await self._pool.fetch(
+                "SELECT topic, partition, next_offset, epoch, last_fingerprint "
+                "FROM durable.kafka_offsets WHERE group_id = $1 AND topic = ANY($2::text[])",
+                group_id,
+                list(topics),
+            )
+        return {
+            (r["topic"], r["partition"]): KafkaPosition(
+                next_offset=r["next_offset"],
+                epoch=r["epoch"],
+                last_fingerprint=r["last_fingerprint"],
+            )
+            for r in rows
+        }
+
+    async def reset_kafka_partition(self, group_id: str, topic: str, partition: int) -> int:
+        with translated("resetting a Kafka partition's offsets"):
+            epoch: int = await self._pool.fetchval(
+                "INSERT INTO durable.kafka_offsets (group_id, topic, partition, next_offset, "
+                "epoch) VALUES ($1, $2, $3, 0, 1) ON CONFLICT (group_id, topic, partition) "
+                "DO UPDATE SET next_offset = 0, epoch = durable.kafka_offsets.epoch + 1, "
+                "last_fingerprint = NULL, updated_at = now() RETURNING epoch",
+                group_id,
+                topic,
+                partition,
+            )
+        return epoch
+
     async def record_kafka_batch(
         self,
         group_id: str,
-        runs: Sequence[tuple[RunCreated, NewDeadLetter]],
+        runs: Sequence[tuple[RunCreated, NewDeadLetter | None]],
         dead_letters: Sequence[NewDeadLetter],
         offsets: dict[tuple[str, int], int],
+        fingerprints: dict[tuple[str, int], str] | None = None,
     ) -> list[KafkaOutcome]:
         loop = asyncio.get_running_loop()
         items = []
@@ -284,7 +319,8 @@ class PgTracking:
                             row, created.workflow, created.params, None
                         ):
                             conflict = IdempotencyConflict(result.idempotency_key, row.run_id)
-                            refused.append(_dead_row(letter, str(conflict)))
+                            if letter is not None:
+                                refused.append(_dead_row(letter, str(conflict)))
                             outcomes.append(conflict)
                             continue
                         outcomes.append(result)
@@ -307,6 +343,19 @@ class PgTracking:
                         [p for _, p in offsets],
                         list(offsets.values()),
                     )
+                if fingerprints:
+                    # only where the offset is the one after that message: the fingerprint
+                    # names the last message consumed
+                    await conn.execute(
+                        "UPDATE durable.kafka_offsets AS o SET last_fingerprint = l.f "
+                        "FROM unnest($2::text[], $3::int[], $4::text[]) AS l(t, p, f) "
+                        "WHERE o.group_id = $1 AND o.topic = l.t AND o.partition = l.p "
+                        "AND o.next_offset = split_part(l.f, ':', 1)::bigint + 1",
+                        group_id,
+                        [t for t, _ in fingerprints],
+                        [p for _, p in fingerprints],
+                        list(fingerprints.values()),
+                    )
         return outcomes
 
     @staticmethod
@@ -321,7 +370,7 @@ class PgTracking:
         with translated("listing dead letters"):
             rows = await self._pool.fetch(
                 'SELECT id, source, topic, partition, "offset", key, value, headers, workflow, '
-                "reason, received_at FROM durable.dead_letters ORDER BY id DESC LIMIT $1",
+                "reason, received_at, epoch FROM durable.dead_letters ORDER BY id DESC LIMIT $1",
                 limit,
             )
         return [
@@ -337,6 +386,7 @@ class PgTracking:
                 workflow=r["workflow"],
                 reason=r["reason"],
                 received_at=r["received_at"],
+                epoch=r["epoch"],
             )
             for r in rows
         ]
