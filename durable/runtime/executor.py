@@ -99,6 +99,7 @@ class Executor:
         self.clock = clock
         self.resources = Resources(store.pool, threads=max_tasks)
         self.drivers: dict[str, RunDriver] = {}
+        self.claim_rounds = 0  # claim rounds done, failed ones too (a test's sign)
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
 
@@ -113,6 +114,7 @@ class Executor:
                     await self._claim()
                 except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
                     log.warning("claiming runs failed, will retry: %s", exc)
+                self.claim_rounds += 1
                 self._wake.clear()
                 waiter = asyncio.create_task(self._wake.wait())
                 stopper = asyncio.create_task(stop.wait())

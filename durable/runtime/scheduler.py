@@ -55,6 +55,7 @@ class Scheduler:
         self.poll_interval = poll_interval
         self.tolerance = tolerance
         self.leading = asyncio.Event()
+        self.standby_rounds = 0  # times it found another scheduler leading (a test's sign)
 
     @property
     def scheduled(self) -> list[WorkflowSpec]:
@@ -74,6 +75,7 @@ class Scheduler:
                         await conn.fetchval("SELECT 1")  # still connected, still leading
                         await _wait(stop, self.poll_interval)
                 else:
+                    self.standby_rounds += 1
                     await _wait(stop, self.poll_interval)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("scheduler: %s; retrying", exc)

@@ -67,6 +67,7 @@ class KafkaTriggerService:
                 self._pinned[loaded.spec.name] = (loaded.spec.version, loaded.spec.nodes())
         self.ready = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
+        self.polls = 0  # poll cycles begun; all but the last have finished (a test's sign)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.rules:
@@ -90,6 +91,7 @@ class KafkaTriggerService:
         await consumer.start()
         try:
             while not stop.is_set():
+                self.polls += 1
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if consumer.assignment():
                     self.ready.set()
