@@ -21,6 +21,7 @@ from durable.cli import main
 from durable.runtime.scheduler import Scheduler
 from durable.store import PostgresEventStore, RunFilter
 from tests.executing import registry_of, running_executor, wait_for_run
+from tests.signs import claim_rounds_pass, eventually
 
 DAILY = Schedule(cron="0 2 * * *", timezone="UTC", catchup="all")
 
@@ -52,6 +53,14 @@ async def _all_done(store: PostgresEventStore, backfill_id: str, total: int) -> 
             return progress
         await asyncio.sleep(0.05)
     raise AssertionError(f"backfill not done: {progress}")
+
+
+async def _running(store: PostgresEventStore, n: int) -> None:
+    async def started() -> bool:
+        runs = await store.list_runs(RunFilter(workflow="nightly"))
+        return sum(r.status == "running" for r in runs) >= n
+
+    await eventually(started, f"{n} of the backfill's runs are running")
 
 
 async def test_backfill_is_idempotent_and_reprocesses_failures(
@@ -102,7 +111,7 @@ async def test_max_parallel_cancel_and_no_stuck_runs(
 ) -> None:
     behaviour: dict[str, Any] = {"sleep": 1.0}
     wf = nightly(behaviour)
-    async with running_executor(pg_store, registry_of(wf)):
+    async with running_executor(pg_store, registry_of(wf)) as executor:
         backfill_id, _ = await request_backfill(
             pg_store,
             wf.spec(),
@@ -110,7 +119,10 @@ async def test_max_parallel_cancel_and_no_stuck_runs(
             datetime(2026, 10, 11, tzinfo=UTC),
             max_parallel=2,
         )
-        await asyncio.sleep(0.5)  # two runs are running, eight wait for a place
+        # two runs are running, and the executor went on claiming: the eight others had
+        # their chance to start and wait for a place
+        await _running(pg_store, 2)
+        await claim_rounds_pass(executor)
         cancelled = await cancel_backfill(pg_store, backfill_id, "ops")
         progress = await _all_done(pg_store, backfill_id, 10)
     assert behaviour["peak"] == 2
@@ -129,7 +141,7 @@ async def test_live_runs_go_before_backfill_runs(pg_store: PostgresEventStore) -
         await request_backfill(
             pg_store, wf.spec(), datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 6, tzinfo=UTC)
         )
-        await asyncio.sleep(0.1)
+        await _running(pg_store, 1)  # the executor's one place is taken by the backfill
         live, _ = await start_run(pg_store, wf.spec(), {"date": "2026-11-22"})
         await wait_for_run(pg_store, live)
         runs = await pg_store.list_runs(RunFilter(workflow="nightly"))

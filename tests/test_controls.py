@@ -15,6 +15,7 @@ from durable.core.fold import fold
 from durable.store import PostgresEventStore
 from tests.executing import registry_of, running_executor, wait_for_run
 from tests.processes import alive
+from tests.signs import claim_rounds_pass, let_go
 
 
 async def _until(store: PostgresEventStore, run_id: str, check, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
@@ -80,7 +81,7 @@ async def test_pause_holds_new_tasks_and_resume_continues(
     async def second() -> None:
         ran.append("second")
 
-    async with running_executor(pg_store, registry_of(wf)):
+    async with running_executor(pg_store, registry_of(wf)) as executor:
         run_id, _ = await start_run(pg_store, wf.spec(), {})
         await _until(pg_store, run_id, lambda s: s.tasks["first"].status == "running")
         await asyncio.to_thread(
@@ -88,7 +89,10 @@ async def test_pause_holds_new_tasks_and_resume_continues(
         )
         gate.set()  # the running task finishes while paused...
         await _until(pg_store, run_id, lambda s: s.tasks["first"].status == "succeeded")
-        await asyncio.sleep(0.5)
+        # the executor decided what follows the success and let go of the paused run, and
+        # went on claiming: had it wrongly taken the run up again, it had the chance
+        await let_go(executor, run_id)
+        await claim_rounds_pass(executor)
         state = fold(await pg_store.read_stream(run_stream(run_id)))
         assert state is not None and state.status == "paused"
         assert state.tasks["second"].status == "pending"  # ...but nothing new starts

@@ -21,6 +21,7 @@ from durable.core.kafka import KafkaTrigger
 from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.store import PostgresEventStore
 from tests.executing import registry_of
+from tests.signs import consumed_to_high_water, counter_grows, eventually, high_water
 
 pytestmark = pytest.mark.slow
 
@@ -143,6 +144,22 @@ async def until(store: PostgresEventStore, runs: int, consumed: int, timeout: fl
     )
 
 
+async def polled_to_the_end(service: KafkaTriggerService, bootstrap: str) -> None:
+    """The positive sign that a (re)started consumer had its chance to read again: it is
+    assigned, positioned at the topic's end, and has gone round its poll loop since."""
+    await asyncio.wait_for(service.ready.wait(), 30)
+    ends = await high_water(bootstrap, TOPIC)
+
+    async def at_the_end() -> bool:
+        consumer = service.consumer
+        assert consumer is not None
+        positions = {tp.partition: await consumer.position(tp) for tp in consumer.assignment()}
+        return positions == ends
+
+    await eventually(at_the_end, f"the consumer reached the end of {TOPIC} {ends}")
+    await counter_grows(lambda: service.polls, 2, "the consumer went on polling")
+
+
 async def test_each_message_starts_exactly_one_run(
     pg_store: PostgresEventStore, broker: Broker
 ) -> None:
@@ -191,16 +208,15 @@ async def test_each_message_starts_exactly_one_run(
 
     # the trigger service restarts: it continues from the offsets PostgreSQL has
     async with consuming(pg_store, wf, broker.bootstrap) as service:
-        await asyncio.wait_for(service.ready.wait(), 30)
-        await asyncio.sleep(1)
+        await polled_to_the_end(service, broker.bootstrap)
     assert await counts(pg_store) == (20, 4, 30)
 
     # a re-seek backwards (offsets rewound to 0): every message is read again, no new run
     async with pg_store._pool.acquire() as conn:
         await conn.execute("UPDATE durable.kafka_offsets SET next_offset = 0")
-    async with consuming(pg_store, wf, broker.bootstrap):
-        await until(pg_store, 20, 30)
-        await asyncio.sleep(1)
+    async with consuming(pg_store, wf, broker.bootstrap) as service:
+        await consumed_to_high_water(pg_store, broker.bootstrap, TOPIC)
+        await polled_to_the_end(service, broker.bootstrap)
     assert await counts(pg_store) == (20, 4, 30)
 
     # new messages while the service is down: taken when it is back

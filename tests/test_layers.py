@@ -110,7 +110,17 @@ def test_only_the_store_speaks_sql(path: Path) -> None:
         f"durable/{rel} imports asyncpg: only durable/store/ talks to PostgreSQL"
     )
     tree = ast.parse(path.read_text())
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
     for node in ast.walk(tree):
+        if id(node) in docstrings:
+            continue  # prose may say LISTEN or SELECT
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             assert not SQL.search(node.value), (
                 f"durable/{rel}:{node.lineno} holds SQL: move it into durable/store/"

@@ -18,6 +18,7 @@ from durable.core.events import RerunRequested, TaskStarted, run_stream
 from durable.core.fold import fold
 from durable.store import PostgresEventStore
 from tests.executing import registry_of, running_executor, wait_for_run
+from tests.signs import claim_rounds_pass, let_go
 
 
 def pipeline(executed: Counter[str], report_fails: dict[str, bool]) -> Workflow:
@@ -118,7 +119,7 @@ async def test_the_same_request_twice_concurrently_reruns_once(
 ) -> None:
     executed: Counter[str] = Counter()
     wf = pipeline(executed, {"yes": False})
-    async with running_executor(pg_store, registry_of(wf)):
+    async with running_executor(pg_store, registry_of(wf)) as executor:
         run_id, _ = await start_run(pg_store, wf.spec(), {})
         await wait_for_run(pg_store, run_id)
         # four operators at once, each its own process, sending the same request
@@ -145,7 +146,10 @@ async def test_the_same_request_twice_concurrently_reruns_once(
         assert outputs.count(f"rerun requested for run {run_id}") == 1
         assert outputs.count(f"rerun request rr-1 was already applied to run {run_id}") == 3
         await wait_for_run(pg_store, run_id, statuses=("succeeded",))
-        await asyncio.sleep(0.3)
+        # the rerun's generation is done and the executor let go of the run, then kept
+        # claiming: a second application of the request had every chance to show
+        await let_go(executor, run_id)
+        await claim_rounds_pass(executor)
     events = [r.event for r in await pg_store.read_stream(run_stream(run_id))]
     assert sum(isinstance(e, RerunRequested) for e in events) == 1
     assert executed["report"] == 2

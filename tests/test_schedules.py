@@ -19,6 +19,7 @@ from durable.core.spec import DefinitionError
 from durable.runtime.scheduler import Scheduler
 from durable.store import PostgresEventStore, RunFilter
 from tests.executing import registry_of
+from tests.signs import counter_grows
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -178,7 +179,8 @@ async def test_one_scheduler_leads_and_another_takes_over(pg_store: PostgresEven
     t1 = asyncio.create_task(first.run(stop_first))
     await asyncio.wait_for(first.leading.wait(), 10)
     t2 = asyncio.create_task(second.run(stop_second))
-    await asyncio.sleep(0.5)
+    # the second has tried for the lead, twice, and found it taken
+    await counter_grows(lambda: second.standby_rounds, 2, "the second scheduler tried to lead")
     assert first.leading.is_set() and not second.leading.is_set()
     stop_first.set()  # the leader goes away: its connection, and so its lock, with it
     await t1

@@ -16,7 +16,7 @@ from durable.cli.render import history_table, runs_table, state_view
 from durable.core.errors import DurableError, MalformedEvent, StreamNotFound
 from durable.core.events import Recorded, run_stream
 from durable.core.fold import fold
-from durable.core.history import dump_line, read_history_file, read_history_lines
+from durable.core.history import check_streams, dump_line, read_history_file, read_history_lines
 from durable.core.runs_view import RunRow, row_from_state
 from durable.core.state import RunState
 from durable.store import RunFilter
@@ -178,11 +178,7 @@ def import_(ctx: Context, file: Path) -> None:
     commit times; they get new positions in this database's log.
     """
     records = _read_file(file)
-    streams: dict[str, list[Recorded]] = {}
-    for r in records:
-        streams.setdefault(r.stream_id, []).append(r)
-    for stream_records in streams.values():
-        fold(stream_records)  # refuse an inconsistent history before writing any of it
+    streams = check_streams(records)  # refuse an inconsistent history before writing any
 
     async def go(store: EventStore) -> None:
         with progress_bar(f"importing {file}") as bar:

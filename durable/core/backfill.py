@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TypeAlias
+from typing import TypeAlias, assert_never
 
 import msgspec
 
 from durable.core.errors import DurableError
 from durable.core.events import (
     BackfillCancelled,
+    BackfillEvent,
     BackfillPaused,
     BackfillRequested,
     BackfillResumed,
     Event,
+    backfill_event,
 )
 from durable.core.schedule import Schedule, Tick, fire_times, next_fire
 
@@ -32,6 +34,7 @@ __all__ = [
     "ResumeBackfill",
     "backfill_state",
     "decide_backfill",
+    "evolve_backfill",
     "intervals",
 ]
 
@@ -52,18 +55,37 @@ class BackfillState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def backfill_state(events: Iterable[Event]) -> BackfillState | None:
+    """Fold a backfill's stream; ``None`` before its request.
+
+    Raises :class:`~durable.core.errors.MalformedEvent` for an event that is not a
+    backfill's (a run's or a schedule's event cannot be in a backfill's stream).
+    """
     state: BackfillState | None = None
     for e in events:
-        match e:
-            case BackfillRequested():
-                state = BackfillState(request=e, status="running")
-            case BackfillPaused() if state is not None and state.status == "running":
-                state = msgspec.structs.replace(state, status="paused")
-            case BackfillResumed() if state is not None and state.status == "paused":
-                state = msgspec.structs.replace(state, status="running")
-            case BackfillCancelled() if state is not None:
-                state = msgspec.structs.replace(state, status="cancelled")
+        state = evolve_backfill(state, backfill_event(e, where="a backfill's stream"))
     return state
+
+
+def evolve_backfill(state: BackfillState | None, event: BackfillEvent) -> BackfillState | None:
+    """The backfill's state after ``event``. A pause, resume or cancel that does not
+    apply (nothing requested yet, already paused, ...) leaves the state as it is."""
+    match event:
+        case BackfillRequested():
+            return BackfillState(request=event, status="running")
+        case BackfillPaused():
+            if state is not None and state.status == "running":
+                return msgspec.structs.replace(state, status="paused")
+            return state
+        case BackfillResumed():
+            if state is not None and state.status == "paused":
+                return msgspec.structs.replace(state, status="running")
+            return state
+        case BackfillCancelled():
+            if state is not None:
+                return msgspec.structs.replace(state, status="cancelled")
+            return state
+        case _:
+            assert_never(event)
 
 
 # -- decisions on a backfill's stream ---------------------------------------------------

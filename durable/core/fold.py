@@ -1,4 +1,11 @@
-"""The fold: ``evolve(state, recorded) -> state``, pure, total and exhaustive.
+"""The run fold: ``evolve(state, recorded) -> state``, pure, total and exhaustive.
+
+It reads a run's stream only: the envelope's event is first narrowed to a
+:data:`~durable.core.events.RunEvent` (a schedule's or a backfill's event in a run's
+stream is an :class:`InvalidTransition`), then matched exhaustively on that union.
+Which fold applies to a stream is its kind's business
+(:func:`~durable.core.events.stream_kind`); the backfill fold is
+:func:`durable.core.backfill.backfill_state`.
 
 An event that cannot happen in the state it meets raises :class:`InvalidTransition`
 naming the run, the seq and the event: the history is inconsistent, and folding on
@@ -14,23 +21,19 @@ from msgspec.structs import replace
 
 from durable.core.errors import InvalidTransition
 from durable.core.events import (
-    BackfillCancelled,
-    BackfillPaused,
-    BackfillRequested,
-    BackfillResumed,
+    RUN_EVENT_TYPES,
     Event,
     Recorded,
     RerunQueued,
     RerunRequested,
     RunCancelled,
     RunCreated,
+    RunEvent,
     RunFailed,
     RunPaused,
     RunResumed,
     RunStarted,
     RunSucceeded,
-    SchedulePaused,
-    ScheduleResumed,
     TaskCancelled,
     TaskFailed,
     TaskMapped,
@@ -84,8 +87,16 @@ def fold(records: Iterable[Recorded], state: RunState | None = None) -> RunState
 
 
 def evolve(state: RunState | None, recorded: Recorded) -> RunState:
-    """The state after ``recorded``. Raises :class:`InvalidTransition` when impossible."""
+    """The state after ``recorded``. Raises :class:`InvalidTransition` when impossible,
+    or when the event is not a run's event."""
     event = recorded.event
+    if not isinstance(event, RUN_EVENT_TYPES):
+        _invalid(recorded, "a schedule's or backfill's event cannot be in a run's stream")
+    return _evolve(state, recorded, event)
+
+
+def _evolve(state: RunState | None, recorded: Recorded, event: RunEvent) -> RunState:
+    """The state after ``event`` (the event of ``recorded``, already a run's event)."""
     if state is None:
         if not isinstance(event, RunCreated):
             _invalid(recorded, "the first event of a run must be run_created")
@@ -233,15 +244,6 @@ def evolve(state: RunState | None, recorded: Recorded) -> RunState:
                 last_seq=recorded.seq,
                 updated_at=recorded.recorded_at,
             )
-        case (
-            SchedulePaused()
-            | ScheduleResumed()
-            | BackfillRequested()
-            | BackfillPaused()
-            | BackfillResumed()
-            | BackfillCancelled()
-        ):
-            _invalid(recorded, "a schedule's or backfill's event cannot be in a run's stream")
         case _:
             assert_never(event)
 

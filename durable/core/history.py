@@ -3,6 +3,9 @@
 One line per event: the envelope (stream, seq, position, commit time), the event's tag
 and schema ``version``, and its ``data``. Keeping the version on each line lets a later
 durable upcast an old export exactly as it upcasts old rows in the database.
+
+A file may hold several streams of any kind; :func:`check_streams` folds each with its
+kind's fold before anything is imported.
 """
 
 from __future__ import annotations
@@ -13,10 +16,25 @@ from pathlib import Path
 
 import msgspec
 
+from durable.core.backfill import backfill_state
 from durable.core.errors import MalformedEvent
-from durable.core.events import REGISTRY, EventRegistry, Recorded
+from durable.core.events import (
+    REGISTRY,
+    EventRegistry,
+    Recorded,
+    backfill_event,
+    schedule_event,
+    stream_kind,
+)
+from durable.core.fold import fold
 
-__all__ = ["ExportedEvent", "dump_line", "read_history_file", "read_history_lines"]
+__all__ = [
+    "ExportedEvent",
+    "check_streams",
+    "dump_line",
+    "read_history_file",
+    "read_history_lines",
+]
 
 
 class ExportedEvent(msgspec.Struct, kw_only=True):
@@ -84,3 +102,39 @@ def read_history_file(path: Path, registry: EventRegistry = REGISTRY) -> list[Re
         raise MalformedEvent(
             str(path), "is a directory", hint="give an exported .jsonl file"
         ) from None
+
+
+def check_streams(records: Iterable[Recorded]) -> dict[str, list[Recorded]]:
+    """``records`` by stream, in order, each stream checked by its kind's fold.
+
+    A run's stream is folded (:func:`~durable.core.fold.fold`), a backfill's too
+    (:func:`~durable.core.backfill.backfill_state`); a schedule's must hold only its own
+    events. Raises :class:`MalformedEvent` or :class:`~durable.core.errors.InvalidTransition`
+    for the first inconsistent stream, so an import can refuse before writing any of it.
+    """
+    streams: dict[str, list[Recorded]] = {}
+    for r in records:
+        streams.setdefault(r.stream_id, []).append(r)
+    for stream_id, recs in streams.items():
+        match stream_kind(stream_id):
+            case "run":
+                fold(recs)
+            case "backfill":
+                _check_seqs(stream_id, recs)
+                backfill_state(
+                    backfill_event(r.event, where=f"{stream_id} seq {r.seq}") for r in recs
+                )
+            case "schedule":
+                _check_seqs(stream_id, recs)
+                for r in recs:
+                    schedule_event(r.event, where=f"{stream_id} seq {r.seq}")
+    return streams
+
+
+def _check_seqs(stream_id: str, records: list[Recorded]) -> None:
+    for expected, r in enumerate(records, start=1):
+        if r.seq != expected:
+            raise MalformedEvent(
+                f"{stream_id} seq {r.seq}",
+                f"expected seq {expected}: a stream's events are numbered from 1, in order",
+            )

@@ -93,6 +93,7 @@ class Executor:
         self.clock = clock
         self.resources = Resources(store.sql_pool, threads=max_tasks)
         self.drivers: dict[str, RunDriver] = {}
+        self.claim_rounds = 0  # claim rounds done, failed ones too (a test's sign)
         self._wake = asyncio.Event()
         self._watch: Watch | None = None
 
@@ -107,6 +108,7 @@ class Executor:
                     await self._claim()
                 except StoreError as exc:
                     log.warning("claiming runs failed, will retry: %s", exc)
+                self.claim_rounds += 1
                 self._wake.clear()
                 waiter = asyncio.create_task(self._wake.wait())
                 stopper = asyncio.create_task(stop.wait())

@@ -52,6 +52,7 @@ class Scheduler:
         self.poll_interval = poll_interval
         self.tolerance = tolerance
         self.leading = asyncio.Event()
+        self.standby_rounds = 0  # times it found another scheduler leading (a test's sign)
 
     @property
     def scheduled(self) -> list[WorkflowSpec]:
@@ -71,6 +72,7 @@ class Scheduler:
                         await lead.check()  # still connected, still leading
                         await _wait(stop, self.poll_interval)
                 else:
+                    self.standby_rounds += 1
                     await _wait(stop, self.poll_interval)
             except StoreError as exc:
                 log.warning("scheduler: %s; retrying", exc)

@@ -109,6 +109,7 @@ class KafkaTriggerService:
         # never lands between a batch's poll and its transaction
         self._lock = asyncio.Lock()
         self._probe_at = 0.0
+        self.polls = 0  # poll cycles begun; all but the last have finished (a test's sign)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, whatever the broker does meanwhile."""
@@ -179,6 +180,7 @@ class KafkaTriggerService:
         while not stop.is_set():
             offsets: dict[TopicPartition, int] = {}
             async with self._lock:
+                self.polls += 1
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if consumer.assignment():
                     self.ready.set()
