@@ -68,16 +68,15 @@ def create_app(
 
 def _endpoint(deps: Deps, route: Route) -> Endpoint:
     """The aiohttp handler of a route: authenticate, validate, call, encode."""
-    query_type = route.query
+    query_type, scope = route.query, route.scope
     body_decoder = (
         msgspec.json.Decoder(route.body) if route.body is not None and not route.raw else None
     )
 
     async def handle(request: web.Request) -> web.StreamResponse:
         token = None
-        if route.auth == "bearer":
-            assert route.scope is not None
-            checked = await bearer(deps, request, route.scope)
+        if route.auth == "bearer" and scope is not None:  # route() makes bearer need a scope
+            checked = await bearer(deps, request, scope)
             if isinstance(checked, web.Response):
                 return checked
             token = checked

@@ -247,6 +247,10 @@ def route(
     """Declare the decorated handler's route; ``auth`` defaults to ``bearer`` when a scope
     is given, else ``none``."""
 
+    chosen: Auth = auth or ("bearer" if scope else "none")
+    if chosen != "none" and scope is None:
+        raise ValueError(f"{method} {path}: auth {chosen!r} needs a scope")
+
     def declare(handler: Handler) -> Route:
         return Route(
             method=method,
@@ -254,7 +258,7 @@ def route(
             handler=handler,
             summary=summary,
             scope=scope,
-            auth=auth or ("bearer" if scope else "none"),
+            auth=chosen,
             body=body,
             query=query,
             responses=responses if responses is not None else {200: None},
