@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import yaml
 
 from durable.contracts import CONTRACTS, render
 from durable.core.events import EVENT_TYPES
@@ -30,3 +31,20 @@ def test_the_schema_names_every_event_tag() -> None:
         if "type" in d.get("properties", {}) and "enum" in d["properties"]["type"]
     }
     assert tags <= encoded
+
+
+def test_the_openapi_describes_every_route_hooks_included() -> None:
+    from durable.api.routes import ROUTES
+
+    spec = yaml.safe_load((ROOT / "proto" / "openapi.yaml").read_text())
+    described = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert described == {(r.path, r.method.lower()) for r in ROUTES}
+    hook = spec["paths"]["/api/v1/hooks/{workflow}"]["post"]
+    headers = {p["name"] for p in hook["parameters"] if p["in"] == "header"}
+    assert headers == {"X-Durable-Signature", "Idempotency-Key"}
+    assert hook["security"] == [{"hmac": []}, {"bearer": ["trigger"]}]
+    assert {"202", "200", "401", "409"} <= set(hook["responses"])
+    s3 = spec["paths"]["/api/v1/hooks/{workflow}/s3-events"]["post"]
+    assert s3["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/S3EventNotification"
+    }

@@ -144,3 +144,59 @@ async def test_hooks_without_a_secret_need_a_trigger_token(
             response = await http.post(f"{api}/api/v1/hooks/open", data=b'{"n": 2}')
             assert response.status == status, scope
     assert len(await pg_store.list_runs()) == 1
+
+
+async def test_a_reused_idempotency_key_with_another_body_is_refused(
+    api: str, pg_store: PostgresEventStore
+) -> None:
+    """The rule of every HTTP door: the same key with other params is a 409 naming the
+    key, and nothing is recorded; the same key with the same params is the same run."""
+    first_body, other_body = b'{"day": "2026-11-21"}', b'{"day": "2026-11-22"}'
+    url = f"{api}/api/v1/hooks/signed"
+    async with aiohttp.ClientSession() as http:
+
+        async def post(body: bytes) -> aiohttp.ClientResponse:
+            headers = {"X-Durable-Signature": sign(body), "Idempotency-Key": "order-7"}
+            return await http.post(url, data=body, headers=headers)
+
+        first = await post(first_body)
+        assert first.status == 202
+        run_id = (await first.json())["run_id"]
+        conflict = await post(other_body)
+        assert conflict.status == 409
+        assert conflict.content_type == "application/problem+json"
+        problem = await conflict.json()
+        assert problem["title"] == "idempotency key reused"
+        assert "'order-7'" in problem["detail"] and run_id in problem["detail"]
+        again = await post(first_body)  # the conflict changed nothing: the key still works
+        assert again.status == 200 and (await again.json())["run_id"] == run_id
+    runs = await pg_store.list_runs()
+    assert [(r.run_id, r.params) for r in runs] == [(run_id, {"day": "2026-11-21"})]
+
+
+async def test_the_webhook_and_the_runs_endpoint_share_idempotency_keys(
+    api: str, pg_store: PostgresEventStore
+) -> None:
+    async with session() as http:
+        hooked = await http.post(
+            f"{api}/api/v1/hooks/open", data=b'{"n": 2}', headers={"Idempotency-Key": "shared"}
+        )
+        assert hooked.status == 202
+        run_id = (await hooked.json())["run_id"]
+        same = await http.post(
+            f"{api}/api/v1/workflows/open/runs",
+            json={"params": {"n": 2}},
+            headers={"Idempotency-Key": "shared"},
+        )
+        assert same.status == 200 and (await same.json()) == {"run_id": run_id, "created": False}
+        other = await http.post(
+            f"{api}/api/v1/workflows/open/runs",
+            json={"params": {"n": 3}},
+            headers={"Idempotency-Key": "shared"},
+        )
+        assert other.status == 409 and "'shared'" in (await other.json())["detail"]
+        back = await http.post(
+            f"{api}/api/v1/hooks/open", data=b'{"n": 4}', headers={"Idempotency-Key": "shared"}
+        )
+        assert back.status == 409 and "'shared'" in (await back.json())["detail"]
+    assert [r.run_id for r in await pg_store.list_runs()] == [run_id]

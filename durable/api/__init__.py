@@ -1,4 +1,11 @@
-"""The HTTP API (aiohttp)."""
+"""The HTTP API (aiohttp), one module per resource.
+
+``routing`` declares how a route is written (``@route`` next to its typed handler);
+``workflows``, ``runs``, ``reruns``, ``backfills``, ``schedules``, ``tokens``, ``hooks``
+and ``health`` hold the routes; ``routes`` lists them all, and both ``app``
+(:func:`create_app`) and ``openapi`` (``proto/openapi.yaml``) are made from that list.
+``schemas`` has the bodies' types, ``auth`` the tokens, ``metrics`` the Prometheus page.
+"""
 
 from durable.api.app import create_app
 

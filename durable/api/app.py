@@ -1,4 +1,5 @@
-"""The HTTP API application: the ``/api/v1`` routes, webhooks, health and metrics.
+"""The HTTP API application: every declared route (``durable.api.routes``) served by
+aiohttp, with authentication, validation and errors done once for all of them.
 
 Every answer but health needs a bearer token with the route's scope (webhooks with an
 HMAC secret take their signature instead). Errors are ``application/problem+json`` with
@@ -8,21 +9,19 @@ a title and a detail naming the field. A run is durable before the caller hears
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from durable.api.auth import authenticate, grants
-from durable.api.metrics import HttpMetrics, render_metrics
-from durable.api.routes import ROUTES, TOKEN, Api, ApiError, Route
-from durable.application.runs import start_run
+from durable.api.metrics import HttpMetrics
+from durable.api.routes import ROUTES
+from durable.api.routing import MAX_BODY, Answer, ApiError, Call, Deps, Route, bearer, problem
 from durable.core.decide import CommandRejected
 from durable.core.errors import (
     ConcurrencyConflict,
@@ -31,29 +30,19 @@ from durable.core.errors import (
     StoreUnavailable,
     StreamNotFound,
 )
-from durable.core.events import Trigger
-from durable.core.kafka import Message, evaluate_s3_event
 from durable.core.spec import DefinitionError
 from durable.store.postgres import PostgresEventStore
 from durable.workflows.loader import WorkflowRegistry
 
-__all__ = ["create_app", "problem"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("durable.api")
 
-MAX_BODY = 1024 * 1024
-SIGNATURE_HEADER = "X-Durable-Signature"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def problem(status: int, title: str, detail: str) -> web.Response:
-    return web.Response(
-        status=status,
-        body=msgspec.json.encode(
-            {"type": "about:blank", "title": title, "status": status, "detail": detail}
-        ),
-        content_type="application/problem+json",
-    )
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def create_app(
@@ -61,151 +50,43 @@ def create_app(
     registry: WorkflowRegistry,
     *,
     environ: Mapping[str, str] | None = None,
+    clock: Callable[[], datetime] = _utc_now,
 ) -> web.Application:
     """The API application; dependencies are passed in, nothing is global."""
-    env = os.environ if environ is None else environ
-    http = HttpMetrics()
-    api = Api(store, registry, metrics_text=lambda: render_metrics(store, http))
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors(http)])
-    for route in ROUTES:
-        app.router.add_route(route.method, route.path, _endpoint(api, route))
-
-    async def hook(request: web.Request) -> web.Response:
-        name = request.match_info["workflow"]
-        checked = await _checked_body(request, name)
-        if isinstance(checked, web.Response):
-            return checked
-        loaded, body = checked
-        try:
-            params: Any = msgspec.json.decode(body) if body else {}
-        except msgspec.DecodeError as exc:
-            return problem(400, "body is not JSON", str(exc))
-        if not isinstance(params, dict):
-            return problem(400, "bad body", "the body must be a JSON object of run params")
-        key = request.headers.get("Idempotency-Key")
-        try:
-            run_id, created = await start_run(
-                store,
-                loaded.spec,
-                params,
-                idempotency_key=f"http:{name}:{key}" if key else None,
-                trigger=Trigger(
-                    kind="http",
-                    source=request.remote,
-                    traceparent=request.headers.get("traceparent"),
-                ),
-            )
-        except DefinitionError as exc:
-            return problem(400, "bad params", exc.message)
-        return web.json_response(
-            {"run_id": run_id, "created": created}, status=202 if created else 200
-        )
-
-    async def s3_events(request: web.Request) -> web.Response:
-        """S3 event notifications (the AWS/MinIO JSON shape) posted by the storage: one run
-        per created object version, deduplicated with polling and Kafka notifications."""
-        name = request.match_info["workflow"]
-        checked = await _checked_body(request, name)
-        if isinstance(checked, web.Response):
-            return checked
-        loaded, body = checked
-        message = Message(
-            topic="http",
-            partition=0,
-            offset=0,
-            value=body,
-            headers={k.lower(): v for k, v in request.headers.items()},
-        )
-        outcome = evaluate_s3_event(message, name, list(loaded.spec.params))
-        if not isinstance(outcome, list):
-            return problem(400, "not an S3 event notification", outcome.reason)
-        runs = []
-        for accepted in outcome:
-            try:
-                run_id, created = await start_run(
-                    store,
-                    loaded.spec,
-                    accepted.params,
-                    idempotency_key=accepted.dedup_key,
-                    trigger=Trigger(
-                        kind="s3", source=request.remote, traceparent=accepted.traceparent
-                    ),
-                )
-            except DefinitionError as exc:
-                return problem(400, "bad params", exc.message)
-            runs.append({"run_id": run_id, "created": created})
-        return web.json_response({"runs": runs}, status=202)
-
-    async def _checked_body(request: web.Request, name: str) -> Any:
-        try:
-            loaded = registry.get(name)
-        except DefinitionError:
-            return problem(404, "no such workflow", f"workflow {name!r} is not defined")
-        webhook = loaded.spec.webhook
-        if webhook is None:
-            return problem(404, "no webhook", f"workflow {name!r} declares no webhook trigger")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return problem(413, "body too large", f"the body is over {MAX_BODY} bytes")
-        if not webhook.secret_env:
-            token = await authenticate(store.pool, request.headers.get("Authorization"))
-            if token is None or not grants(token.scopes, "trigger"):
-                return _unauthorized(token is not None, "trigger")
-        else:
-            secret = env.get(webhook.secret_env)
-            if not secret:
-                return problem(
-                    503,
-                    "webhook not configured",
-                    f"set {webhook.secret_env} to the webhook's secret",
-                )
-            given = request.headers.get(SIGNATURE_HEADER, "")
-            wanted = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(given, wanted):
-                return problem(
-                    401,
-                    "bad signature",
-                    f"{SIGNATURE_HEADER} must be sha256=<HMAC-SHA256 of the body>",
-                )
-        return loaded, body
-
-    app.router.add_post("/api/v1/hooks/{workflow}/s3-events", s3_events)
-    app.router.add_post("/api/v1/hooks/{workflow}", hook)
+    deps = Deps(
+        store=store,
+        registry=registry,
+        clock=clock,
+        environ=os.environ if environ is None else environ,
+        http=HttpMetrics(),
+    )
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors(deps.http)])
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, _endpoint(deps, r))
     return app
 
 
-def _unauthorized(has_token: bool, scope: str) -> web.Response:
-    if has_token:
-        return problem(403, "insufficient scope", f"this needs a token with the {scope!r} scope")
-    response = problem(
-        401,
-        "unauthorized",
-        "send Authorization: Bearer <token>; `durable tokens create` makes one",
-    )
-    response.headers["WWW-Authenticate"] = 'Bearer realm="durable"'
-    return response
-
-
-def _endpoint(api: Api, route: Route) -> Handler:
+def _endpoint(deps: Deps, route: Route) -> Endpoint:
     """The aiohttp handler of a route: authenticate, validate, call, encode."""
-    method = getattr(api, route.handler)
-    query_decoder = route.query
-    body_decoder = msgspec.json.Decoder(route.body) if route.body is not None else None
+    query_type, scope = route.query, route.scope
+    body_decoder = (
+        msgspec.json.Decoder(route.body) if route.body is not None and not route.raw else None
+    )
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        if route.scope is not None:
-            token = await authenticate(api.store.pool, request.headers.get("Authorization"))
-            if token is None or not grants(token.scopes, route.scope):
-                return _unauthorized(token is not None, route.scope)
-            request[TOKEN] = token
+        token = None
+        if route.auth == "bearer" and scope is not None:  # route() makes bearer need a scope
+            checked = await bearer(deps, request, scope)
+            if isinstance(checked, web.Response):
+                return checked
+            token = checked
         query = None
-        if query_decoder is not None:
+        if query_type is not None:
             try:
-                query = msgspec.convert(dict(request.query), query_decoder, strict=False)
+                query = msgspec.convert(dict(request.query), query_type, strict=False)
             except msgspec.ValidationError as exc:
                 raise ApiError(400, "bad query string", str(exc).replace("$.", "")) from None
-        elif request.query:
+        elif request.query and not route.raw:
             raise ApiError(
                 400,
                 "bad query string",
@@ -221,9 +102,17 @@ def _endpoint(api: Api, route: Route) -> Handler:
                     raise ApiError(400, "invalid body", str(exc)) from None
                 except msgspec.DecodeError as exc:
                     raise ApiError(400, "body is not JSON", str(exc)) from None
-        result = await method(request, body, query)
+        call: Call[Any, Any] = Call(deps=deps, request=request, body=body, query=query, token=token)
+        result = await route.handler(call)
         if isinstance(result, web.StreamResponse):
             return result
+        if isinstance(result, Answer):
+            return web.Response(
+                body=msgspec.json.encode(result.body),
+                status=result.status,
+                content_type="application/json",
+                headers=result.headers,
+            )
         return web.Response(
             body=msgspec.json.encode(result),
             status=route.status,
@@ -237,7 +126,7 @@ def _errors(http: HttpMetrics) -> Any:
     """Every failure as problem+json; nothing escapes as a bare 500 page."""
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Endpoint) -> web.StreamResponse:
         started = time.perf_counter()
         if "\x00" in request.path or "%00" in request.raw_path:
             response: web.StreamResponse = problem(
@@ -253,7 +142,7 @@ def _errors(http: HttpMetrics) -> Any:
     return middleware
 
 
-async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _answer(request: web.Request, handler: Endpoint) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:

@@ -24,6 +24,7 @@ import asyncpg
 import msgspec
 
 from durable.core.errors import DurableError
+from durable.store.postgres import PostgresEventStore
 
 __all__ = [
     "SCOPES",
@@ -35,6 +36,7 @@ __all__ = [
     "grants",
     "list_tokens",
     "revoke_token",
+    "tokens_db",
 ]
 
 Scope = Literal["read", "trigger", "operate", "admin"]
@@ -58,6 +60,12 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     created_by: str | None = None
     revoked_at: datetime | None = None
+
+
+def tokens_db(store: PostgresEventStore) -> asyncpg.Pool:
+    """The API's one way to the token table: the store's pool (to become the store's
+    tokens protocol). Every token read and write of the API goes through it."""
+    return store.pool
 
 
 def grants(scopes: Sequence[str], needed: str) -> bool:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import msgspec
+
 from durable.store.postgres import PostgresEventStore
 
-__all__ = ["HttpMetrics", "render_metrics"]
+__all__ = ["HttpMetrics", "SystemGauges", "render_metrics", "system_gauges"]
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -73,7 +75,19 @@ class HttpMetrics:
         return out
 
 
-async def render_metrics(store: PostgresEventStore, http: HttpMetrics) -> str:
+class SystemGauges(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole-system figures of a scrape."""
+
+    runs: list[tuple[str, str, int]]
+    """(workflow, status, count), ordered."""
+    position: int
+    dead_letters: int
+    leases: int
+
+
+async def system_gauges(store: PostgresEventStore) -> SystemGauges:
+    """The API's one read of the orchestration figures: SQL over the store's pool today
+    (to become the store's protocols)."""
     async with store.pool.acquire() as conn:
         runs = await conn.fetch(
             "SELECT workflow, status, count(*) AS n FROM durable.runs "
@@ -82,22 +96,33 @@ async def render_metrics(store: PostgresEventStore, http: HttpMetrics) -> str:
         position = await conn.fetchval("SELECT coalesce(max(position), 0) FROM durable.events")
         dead = await conn.fetchval("SELECT count(*) FROM durable.dead_letters")
         leases = await conn.fetchval("SELECT count(*) FROM durable.leases WHERE expires_at > now()")
+    return SystemGauges(
+        runs=[(r["workflow"], r["status"], r["n"]) for r in runs],
+        position=position,
+        dead_letters=dead,
+        leases=leases,
+    )
+
+
+async def render_metrics(store: PostgresEventStore, http: HttpMetrics) -> str:
+    """The metrics page: the system's gauges and this process's HTTP figures."""
+    g = await system_gauges(store)
     out = [
         "# HELP durable_runs Runs by workflow and status.",
         "# TYPE durable_runs gauge",
         *(
-            f'durable_runs{{workflow="{_label(r["workflow"])}",status="{r["status"]}"}} {r["n"]}'
-            for r in runs
+            f'durable_runs{{workflow="{_label(workflow)}",status="{status}"}} {n}'
+            for workflow, status, n in g.runs
         ),
         "# HELP durable_log_position The position of the newest event in the log.",
         "# TYPE durable_log_position gauge",
-        f"durable_log_position {position}",
+        f"durable_log_position {g.position}",
         "# HELP durable_dead_letters Trigger messages that could not start a run.",
         "# TYPE durable_dead_letters gauge",
-        f"durable_dead_letters {dead}",
+        f"durable_dead_letters {g.dead_letters}",
         "# HELP durable_leases_live Runs currently held by an executor.",
         "# TYPE durable_leases_live gauge",
-        f"durable_leases_live {leases}",
+        f"durable_leases_live {g.leases}",
         *http.lines(),
     ]
     return "\n".join(out) + "\n"

@@ -26,6 +26,7 @@ __all__ = [
     "EventsQuery",
     "Graph",
     "Health",
+    "HookRuns",
     "LogLine",
     "LogPage",
     "LogsQuery",
@@ -36,6 +37,7 @@ __all__ = [
     "RunPage",
     "RunSummary",
     "RunsQuery",
+    "S3EventNotification",
     "ScheduleList",
     "ScheduleView",
     "TaskView",
@@ -45,6 +47,7 @@ __all__ = [
     "TriggerBody",
     "TriggerResult",
     "WaitQuery",
+    "WebhookParams",
     "WorkflowDetail",
     "WorkflowList",
     "WorkflowSummary",
@@ -132,6 +135,46 @@ class TriggerResult(msgspec.Struct, kw_only=True):
     run_id: str
     created: bool
     """False when the ``Idempotency-Key`` had already started this run."""
+
+
+# -- hooks --------------------------------------------------------------------------------
+
+WebhookParams = dict[str, Any]
+"""A webhook's body: the run's params, a JSON object."""
+
+
+class S3EventBucket(msgspec.Struct, kw_only=True):
+    name: str
+
+
+class S3EventObject(msgspec.Struct, kw_only=True):
+    key: str
+    """URL-encoded, as the storage sends it."""
+    size: int = 0
+    eTag: str | None = None
+    versionId: str | None = None
+
+
+class S3EventEntity(msgspec.Struct, kw_only=True):
+    bucket: S3EventBucket
+    object: S3EventObject
+
+
+class S3EventRecord(msgspec.Struct, kw_only=True):
+    eventName: str
+    """Only ``ObjectCreated:*`` records start runs; others are skipped."""
+    s3: S3EventEntity
+
+
+class S3EventNotification(msgspec.Struct, kw_only=True):
+    """An S3 event notification (the AWS / MinIO JSON shape)."""
+
+    Records: list[S3EventRecord]
+
+
+class HookRuns(msgspec.Struct, kw_only=True):
+    runs: list[TriggerResult]
+    """One per created object version; ``created`` is False for one already seen."""
 
 
 # -- runs ---------------------------------------------------------------------------------
