@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.core.events import TaskSucceeded, run_stream
 from durable.core.fold import fold
 from durable.core.runs_view import row_from_state
@@ -176,7 +176,7 @@ class Chaos:
             await store._pool.execute("CREATE TABLE IF NOT EXISTS chaos_rows (run_id text)")
             spec = load_workflows(self.workflow).get("chaos").spec
             runs = [
-                (await start_run(store, spec, {"n": n}, idempotency_key=f"chaos:{n}"))[0]
+                (await create_run(store, spec, {"n": n}, idempotency_key=f"chaos:{n}"))[0]
                 for n in range(self.args.runs)
             ]
         finally:

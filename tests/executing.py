@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.core.events import run_stream
 from durable.core.fold import fold
 from durable.core.state import RunState
@@ -62,5 +62,5 @@ async def run_to_end(
 ) -> RunState:
     registry = registry_of(wf)
     async with running_executor(store, registry, **kw):
-        run_id, _ = await start_run(store, wf.spec(), params or {})
+        run_id, _ = await create_run(store, wf.spec(), params or {})
         return await wait_for_run(store, run_id)

@@ -94,7 +94,7 @@ async def consumed_to_high_water(
     assert ends, f"topic {topic} has no partitions"
 
     async def caught_up() -> bool:
-        async with store.pool.acquire() as conn:
+        async with store._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT partition, max(next_offset) AS n FROM durable.kafka_offsets "
                 "WHERE topic = $1 GROUP BY partition",

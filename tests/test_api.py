@@ -18,9 +18,9 @@ from aiohttp import web
 from durable import Param, Schedule, TaskContext, Workflow
 from durable.api import create_app
 from durable.api import schemas as s
-from durable.api.auth import create_token
 from durable.api.routes import ROUTES
 from durable.application.runs import register_versions
+from durable.application.tokens import create_token
 from durable.client import ApiError as ClientError
 from durable.client import Client
 from durable.core.events import run_stream
@@ -142,7 +142,7 @@ async def api(pg_store: PostgresEventStore) -> AsyncIterator[Api]:
     await register_versions(pg_store, registry)
     tokens = {}
     for scope in ("read", "trigger", "operate", "admin"):
-        _, tokens[scope] = await create_token(pg_store.pool, f"test-{scope}", [scope])
+        _, tokens[scope] = await create_token(pg_store.tokens, f"test-{scope}", [scope])
     runner, url = await serve(create_app(pg_store, registry))
     async with running_executor(pg_store, registry), aiohttp.ClientSession() as http:
         yield Api(url, http, tokens, pg_store, b)
@@ -188,7 +188,7 @@ async def test_tokens_are_created_listed_and_revoked(api: Api) -> None:
         "POST", "/api/v1/tokens", json={"name": "svc-orders", "scopes": ["trigger"]}
     )
     assert status == 201 and created["token"].startswith("dtk_")
-    secret_hash = await api.store.pool.fetchval(
+    secret_hash = await api.store._pool.fetchval(
         "SELECT secret_sha256 FROM durable.api_tokens WHERE token_id = $1", created["token_id"]
     )
     assert created["token"].encode() not in bytes(secret_hash)  # stored hashed

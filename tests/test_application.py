@@ -10,7 +10,7 @@ import pytest
 
 from durable import Param, TaskContext, Workflow
 from durable.application.backfills import cancel_backfill, set_backfill_paused
-from durable.application.runs import create_run, start_run
+from durable.application.runs import create_run
 from durable.application.schedules import schedule_status, set_schedule_paused
 from durable.application.streams import apply_to_stream
 from durable.core.backfill import (
@@ -60,17 +60,6 @@ def _workflow() -> Workflow:
         return int(ctx.params["n"])
 
     return wf
-
-
-async def test_start_run_still_answers_a_reused_key_with_the_existing_run(
-    store: EventStore,
-) -> None:
-    spec = _workflow().spec()
-    first, _ = await create_run(store, spec, {"n": 2}, idempotency_key="http:orders:k")
-    assert await start_run(store, spec, {"n": 3}, idempotency_key="http:orders:k") == (
-        first,
-        False,
-    )
 
 
 async def test_one_key_same_request_is_one_run(store: EventStore) -> None:

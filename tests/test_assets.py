@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.cli import main
 from durable.runtime.triggers.assets import AssetService
 from durable.store import PostgresEventStore, RunFilter
@@ -32,12 +32,12 @@ async def test_an_asset_update_runs_its_consumers_once(
     registry = load_workflows(tmp_path / "flows.py")
     producer = registry.get("load_sales").spec
     async with running_executor(pg_store, registry):
-        first, _ = await start_run(pg_store, producer, {})
+        first, _ = await create_run(pg_store, producer, {})
         await wait_for_run(pg_store, first)
         service = AssetService(pg_store, registry)
         await service.catch_up()
         await service.catch_up()  # reading again starts nothing new
-        second, _ = await start_run(pg_store, producer, {})
+        second, _ = await create_run(pg_store, producer, {})
         await wait_for_run(pg_store, second)
         again = AssetService(pg_store, registry)  # a restart: continues from its position
         await again.catch_up()

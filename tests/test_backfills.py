@@ -16,7 +16,7 @@ from durable.application.backfills import (
     load_backfill,
     request_backfill,
 )
-from durable.application.runs import register_versions, start_run
+from durable.application.runs import create_run, register_versions
 from durable.cli import main
 from durable.runtime.scheduler import Scheduler
 from durable.store import PostgresEventStore, RunFilter
@@ -142,7 +142,7 @@ async def test_live_runs_go_before_backfill_runs(pg_store: PostgresEventStore) -
             pg_store, wf.spec(), datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 6, tzinfo=UTC)
         )
         await _running(pg_store, 1)  # the executor's one place is taken by the backfill
-        live, _ = await start_run(pg_store, wf.spec(), {"date": "2026-11-22"})
+        live, _ = await create_run(pg_store, wf.spec(), {"date": "2026-11-22"})
         await wait_for_run(pg_store, live)
         runs = await pg_store.list_runs(RunFilter(workflow="nightly"))
         backfill_runs = [r for r in runs if r.trigger_kind == "backfill"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from durable import Workflow
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.cli import main
 from durable.core.events import RunPaused, RunResumed, TaskStarted, run_stream
 from durable.core.fold import fold
@@ -43,7 +43,7 @@ async def test_cancel_stops_a_running_shell_task(
     wf.shell("wait", f"echo $$ > {marker}; sleep 60")
     wf.task(name="never", after=["wait"])(lambda: None)
     async with running_executor(pg_store, registry_of(wf)):
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         await _until(pg_store, run_id, lambda s: s.tasks["wait"].status == "running")
         for _ in range(100):
             if marker.exists() and marker.read_text().strip():
@@ -82,7 +82,7 @@ async def test_pause_holds_new_tasks_and_resume_continues(
         ran.append("second")
 
     async with running_executor(pg_store, registry_of(wf)) as executor:
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         await _until(pg_store, run_id, lambda s: s.tasks["first"].status == "running")
         await asyncio.to_thread(
             _cli, database_url, "pause", run_id, "--reason", "warehouse maintenance"
@@ -123,7 +123,7 @@ async def test_max_active_runs_queues_extra_runs(pg_store: PostgresEventStore) -
         active -= 1
 
     async with running_executor(pg_store, registry_of(wf), poll_interval=0.1):
-        runs = [(await start_run(pg_store, wf.spec(), {}))[0] for _ in range(6)]
+        runs = [(await create_run(pg_store, wf.spec(), {}))[0] for _ in range(6)]
         # well under the lease TTL (30 s): a run stalled on an orphaned lease fails this
         states = [await wait_for_run(pg_store, r, timeout=15) for r in runs]
     assert {s.status for s in states} == {"succeeded"}
@@ -138,7 +138,7 @@ async def test_max_duration_fails_a_run_that_runs_too_long(pg_store: PostgresEve
         await asyncio.sleep(30)
 
     async with running_executor(pg_store, registry_of(wf)):
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         # the executor wakes up for the deadline even while the task is still running
         state = await wait_for_run(pg_store, run_id, timeout=10)
     assert state.status == "failed"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.core.events import TaskStarted, TaskSucceeded, run_stream
 from durable.core.fold import fold
 from durable.store import PostgresEventStore
@@ -121,7 +121,7 @@ async def test_sigkill_mid_run_loses_and_doubles_nothing(
         await conn.execute("CREATE TABLE crash_rows (run_id text)")
     spec = load_workflows(crashy).get("crashy").spec
     effects = tmp_path / "effects.log"
-    runs = [(await start_run(pg_store, spec, {}))[0] for _ in range(6)]
+    runs = [(await create_run(pg_store, spec, {}))[0] for _ in range(6)]
 
     first = executor_process(database_url, crashy, effects, "first")
     try:
@@ -180,7 +180,7 @@ async def test_sigkill_during_the_transactional_sql_task(
     )
     effects = tmp_path / "effects.log"
     spec = load_workflows(path).get("txkill").spec
-    runs = [(await start_run(pg_store, spec, {}))[0] for _ in range(4)]
+    runs = [(await create_run(pg_store, spec, {}))[0] for _ in range(4)]
     first = executor_process(database_url, path, effects, "first")
     try:
         for _ in range(200):  # wait until the inserts are in flight
@@ -227,7 +227,7 @@ async def test_two_executors_share_the_work_and_complete_each_task_once(
         executor_process(database_url, path, effects, f"exec{i}", max_runs=8) for i in range(2)
     ]
     try:
-        runs = [(await start_run(pg_store, spec, {}))[0] for _ in range(30)]
+        runs = [(await create_run(pg_store, spec, {}))[0] for _ in range(30)]
         finished = [await wait_for_run(pg_store, r, timeout=60) for r in runs]
     finally:
         for p in procs:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from durable import Param, TaskContext, Workflow
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.core.errors import TaskError
 from durable.core.events import TaskRetryScheduled, TaskStarted, run_stream
 from durable.core.fold import fold
@@ -163,7 +163,7 @@ async def test_a_durable_sleep_keeps_its_wake_up_time_across_a_restart(
     wf.task(name="last", after=[nap])(lambda: 2)
     registry = registry_of(wf)
     async with running_executor(pg_store, registry):
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         for _ in range(100):
             state = fold(await pg_store.read_stream(run_stream(run_id)))
             if state is not None and state.tasks["nap"].not_before is not None:

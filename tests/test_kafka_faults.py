@@ -78,13 +78,13 @@ async def eventually(check: Callable[[], object], what: str, timeout: float = 30
 
 
 async def order_ids(store: PostgresEventStore) -> list[str]:
-    async with store.pool.acquire() as conn:
+    async with store._pool.acquire() as conn:
         rows = await conn.fetch("SELECT params FROM durable.runs WHERE workflow = 'orders'")
     return sorted(msgspec.json.decode(r["params"])["order_id"] for r in rows)
 
 
 async def dead_letters(store: PostgresEventStore) -> int:
-    async with store.pool.acquire() as conn:
+    async with store._pool.acquire() as conn:
         return int(await conn.fetchval("SELECT count(*) FROM durable.dead_letters"))
 
 
@@ -155,7 +155,7 @@ async def test_a_broker_back_with_an_empty_log_starts_a_run_per_new_message(
     assert await order_ids(pg_store) == sorted(wanted)
     letters = await pg_store.tracking.dead_letters()
     assert len(letters) == 2, [(d.offset, d.epoch, d.reason) for d in letters]
-    async with pg_store.pool.acquire() as conn:
+    async with pg_store._pool.acquire() as conn:
         epochs = await conn.fetch(
             "SELECT partition, epoch, next_offset FROM durable.kafka_offsets ORDER BY partition"
         )

@@ -119,14 +119,14 @@ async def test_map_in_yaml(pg_store: PostgresEventStore, tmp_path: Path) -> None
         "  upper:\n    map: fan_code:upper\n    over: listing\n    key: keys\n    max_parallel: 1\n"
     )
     loaded = load_workflows(tmp_path / "fan.yaml").get("yaml_fan")
-    from durable.application.runs import start_run
+    from durable.application.runs import create_run
     from durable.workflows import WorkflowRegistry
     from tests.executing import running_executor, wait_for_run
 
     registry = WorkflowRegistry()
     registry.add(loaded)
     async with running_executor(pg_store, registry):
-        run_id, _ = await start_run(pg_store, loaded.spec, {})
+        run_id, _ = await create_run(pg_store, loaded.spec, {})
         state = await wait_for_run(pg_store, run_id)
     assert state.tasks["upper"].output == ["X", "Y"]
     starts = [

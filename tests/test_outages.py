@@ -21,7 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.core.events import TaskSucceeded, run_stream
 from durable.core.fold import fold
 from durable.store import connect
@@ -177,7 +177,7 @@ async def _create_runs(url: str, workflows: Path, n: int) -> list[str]:
     try:
         spec = load_workflows(workflows).get("chain").spec
         return [
-            (await start_run(store, spec, {"n": i}, idempotency_key=f"chain:{i}"))[0]
+            (await create_run(store, spec, {"n": i}, idempotency_key=f"chain:{i}"))[0]
             for i in range(n)
         ]
     finally:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from durable import TaskContext, Workflow
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.cli import main
 from durable.core.decide import CommandRejected, Rerun, decide_command
 from durable.core.events import RerunRequested, TaskStarted, run_stream
@@ -60,7 +60,7 @@ async def test_rerun_one_task_reuses_upstream_outputs(
     fails = {"yes": True}
     wf = pipeline(executed, fails)
     async with running_executor(pg_store, registry_of(wf)):
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         failed = await wait_for_run(pg_store, run_id)
         assert failed.status == "failed" and failed.tasks["report"].status == "failed"
 
@@ -97,7 +97,7 @@ async def test_rerun_with_downstream_from_the_middle(
     executed: Counter[str] = Counter()
     wf = pipeline(executed, {"yes": False})
     async with running_executor(pg_store, registry_of(wf)):
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         await wait_for_run(pg_store, run_id)
         result = await asyncio.to_thread(
             cli, database_url, "rerun", run_id, "transform", "--downstream", "--wait"
@@ -120,7 +120,7 @@ async def test_the_same_request_twice_concurrently_reruns_once(
     executed: Counter[str] = Counter()
     wf = pipeline(executed, {"yes": False})
     async with running_executor(pg_store, registry_of(wf)) as executor:
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         await wait_for_run(pg_store, run_id)
         # four operators at once, each its own process, sending the same request
         procs = [
@@ -164,7 +164,7 @@ async def test_reruns_are_refused_clearly(pg_store: PostgresEventStore, database
         await gate.wait()
 
     async with running_executor(pg_store, registry_of(wf)):
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         for _ in range(100):
             state = fold(await pg_store.read_stream(run_stream(run_id)))
             if state is not None and state.tasks["wait"].status == "running":
@@ -192,8 +192,8 @@ async def test_the_read_model_matches_the_log_after_executed_runs(
     src = fan.task(name="src")(lambda: [1, 2, 3])
     fan.map(over=src, name="each")(lambda item: item * 2)
     async with running_executor(pg_store, registry_of(wf, fan)):
-        first, _ = await start_run(pg_store, wf.spec(), {})
-        second, _ = await start_run(pg_store, fan.spec(), {})
+        first, _ = await create_run(pg_store, wf.spec(), {})
+        second, _ = await create_run(pg_store, fan.spec(), {})
         await wait_for_run(pg_store, first)
         await wait_for_run(pg_store, second)
         fails["yes"] = False
@@ -223,7 +223,7 @@ async def test_a_queued_rerun_is_applied_when_the_run_ends_and_dropped_by_a_canc
         return first + 1
 
     async with running_executor(pg_store, registry_of(wf)):
-        run_id, _ = await start_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {})
         await wait_for_run(pg_store, run_id, statuses=("running",))
         refused = await asyncio.to_thread(cli, database_url, "rerun", run_id, "second")
         assert refused.exit_code == 2 and "--queue" in refused.output
@@ -247,7 +247,7 @@ async def test_a_queued_rerun_is_applied_when_the_run_ends_and_dropped_by_a_canc
 
         # a cancel drops a queued rerun
         gate.clear()
-        other, _ = await start_run(pg_store, wf.spec(), {})
+        other, _ = await create_run(pg_store, wf.spec(), {})
         await wait_for_run(pg_store, other, statuses=("running",))
         await asyncio.to_thread(cli, database_url, "rerun", other, "second", "--queue")
         await asyncio.to_thread(cli, database_url, "cancel", other)

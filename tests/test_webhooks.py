@@ -12,7 +12,7 @@ from aiohttp import web
 
 from durable import Param, Workflow
 from durable.api import create_app
-from durable.api.auth import create_token
+from durable.application.tokens import create_token
 from durable.core.s3 import WebhookTrigger
 from durable.store import PostgresEventStore
 from tests.executing import registry_of
@@ -29,8 +29,8 @@ def session(scope: str | None = "trigger") -> aiohttp.ClientSession:
 
 @pytest.fixture
 async def api(pg_store: PostgresEventStore) -> AsyncIterator[str]:
-    _, TOKENS["trigger"] = await create_token(pg_store.pool, "hooks", ["trigger"])
-    _, TOKENS["read"] = await create_token(pg_store.pool, "reader", ["read"])
+    _, TOKENS["trigger"] = await create_token(pg_store.tokens, "hooks", ["trigger"])
+    _, TOKENS["read"] = await create_token(pg_store.tokens, "reader", ["read"])
     signed = Workflow(
         "signed",
         params={"day": Param("date", required=True)},

@@ -31,7 +31,7 @@ from durable.core.errors import (
     StreamNotFound,
 )
 from durable.core.spec import DefinitionError
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["create_app"]
@@ -46,7 +46,7 @@ def _utc_now() -> datetime:
 
 
 def create_app(
-    store: PostgresEventStore,
+    store: EventStore,
     registry: WorkflowRegistry,
     *,
     environ: Mapping[str, str] | None = None,

@@ -13,7 +13,7 @@ from durable.application import backfills as use
 from durable.core.backfill import BackfillState
 from durable.core.errors import DurableError
 from durable.core.spec import DefinitionError
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
 
 __all__ = ["ROUTES"]
 
@@ -33,7 +33,7 @@ def _view(state: BackfillState, runs: Mapping[str, int]) -> s.BackfillView:
     )
 
 
-async def _current(store: PostgresEventStore, backfill_id: str) -> s.BackfillView:
+async def _current(store: EventStore, backfill_id: str) -> s.BackfillView:
     state = await use.load_backfill(store, backfill_id)
     return _view(state, await use.backfill_progress(store, state))
 

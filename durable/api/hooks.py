@@ -32,10 +32,11 @@ from durable.api.routing import (
     resource,
     route,
 )
-from durable.application.runs import start_run
+from durable.application.runs import create_run
+from durable.core.errors import IdempotencyConflict
 from durable.core.events import Trigger
 from durable.core.kafka import Message, evaluate_s3_event
-from durable.core.spec import DefinitionError, WorkflowSpec, coerce_params
+from durable.core.spec import DefinitionError, WorkflowSpec
 
 __all__ = ["ROUTES", "SIGNATURE", "signature_of"]
 
@@ -115,15 +116,18 @@ async def s3_events(call: Call[None, None]) -> web.Response | s.HookRuns:
     runs = []
     for accepted in outcome:
         try:
-            run_id, created = await start_run(
+            run_id, created = await create_run(
                 call.deps.store,
                 spec,
                 accepted.params,
                 idempotency_key=accepted.dedup_key,
                 trigger=Trigger(kind="s3", source=request.remote, traceparent=accepted.traceparent),
+                params_from="text",  # an object's key and fields are text
             )
         except DefinitionError as exc:
             raise ApiError(400, "bad params", exc.message) from None
+        except IdempotencyConflict as exc:
+            raise ApiError(409, "idempotency key reused", exc.message) from None
         runs.append(s.TriggerResult(run_id=run_id, created=created))
     return s.HookRuns(runs=runs)
 
@@ -157,14 +161,10 @@ async def webhook(call: Call[None, None]) -> web.Response | Answer:
         raise ApiError(400, "body is not JSON", str(exc)) from None
     if not isinstance(params, dict):
         raise ApiError(400, "bad body", "the body must be a JSON object of run params")
-    try:
-        values = coerce_params(spec.params, params, where=f"workflow {spec.name!r}")
-    except DefinitionError as exc:
-        raise ApiError(400, "bad params", exc.message) from None
     run_id, created = await start_http_run(
         call.deps.store,
         spec,
-        values,
+        params,
         key=request.headers.get(IDEMPOTENCY_KEY.name),
         trigger=Trigger(
             kind="http", source=request.remote, traceparent=request.headers.get("traceparent")

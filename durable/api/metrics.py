@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import msgspec
 
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
 
 __all__ = ["HttpMetrics", "SystemGauges", "render_metrics", "system_gauges"]
 
@@ -85,26 +85,18 @@ class SystemGauges(msgspec.Struct, frozen=True, kw_only=True):
     leases: int
 
 
-async def system_gauges(store: PostgresEventStore) -> SystemGauges:
-    """The API's one read of the orchestration figures: SQL over the store's pool today
-    (to become the store's protocols)."""
-    async with store.pool.acquire() as conn:
-        runs = await conn.fetch(
-            "SELECT workflow, status, count(*) AS n FROM durable.runs "
-            "GROUP BY workflow, status ORDER BY workflow, status"
-        )
-        position = await conn.fetchval("SELECT coalesce(max(position), 0) FROM durable.events")
-        dead = await conn.fetchval("SELECT count(*) FROM durable.dead_letters")
-        leases = await conn.fetchval("SELECT count(*) FROM durable.leases WHERE expires_at > now()")
+async def system_gauges(store: EventStore) -> SystemGauges:
+    """The orchestration figures, from the store."""
+    counts = await store.metrics_counts()
     return SystemGauges(
-        runs=[(r["workflow"], r["status"], r["n"]) for r in runs],
-        position=position,
-        dead_letters=dead,
-        leases=leases,
+        runs=counts.runs,
+        position=counts.position,
+        dead_letters=counts.dead_letters,
+        leases=counts.live_leases,
     )
 
 
-async def render_metrics(store: PostgresEventStore, http: HttpMetrics) -> str:
+async def render_metrics(store: EventStore, http: HttpMetrics) -> str:
     """The metrics page: the system's gauges and this process's HTTP figures."""
     g = await system_gauges(store)
     out = [

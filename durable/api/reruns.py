@@ -14,7 +14,7 @@ from durable.core.errors import StreamNotFound
 from durable.core.events import RerunQueued, RerunRequested, run_stream
 from durable.core.fold import evolve
 from durable.core.state import RunState, rerun_plan
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
 
 __all__ = ["ROUTES"]
 
@@ -74,7 +74,7 @@ async def rerun_run(call: Call[s.RerunBody, None]) -> s.RerunResult:
     return await _earlier_rerun(store, run_id, command.request_id)
 
 
-async def _earlier_rerun(store: PostgresEventStore, run_id: str, request_id: str) -> s.RerunResult:
+async def _earlier_rerun(store: EventStore, run_id: str, request_id: str) -> s.RerunResult:
     """What an already known rerun request did (or, if still queued, will do)."""
     state: RunState | None = None
     queued: RerunQueued | None = None

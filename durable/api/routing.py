@@ -23,10 +23,10 @@ from typing import Any, Generic, Literal, TypeVar
 import msgspec
 from aiohttp import web
 
-from durable.api.auth import TokenInfo, authenticate, grants, tokens_db
 from durable.api.metrics import HttpMetrics
+from durable.application.tokens import TokenInfo, authenticate, grants
 from durable.core.spec import DefinitionError, WorkflowSpec
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = [
@@ -96,7 +96,7 @@ def unauthorized(has_token: bool, scope: str) -> web.Response:
 
 async def bearer(deps: Deps, request: web.Request, scope: str) -> TokenInfo | web.Response:
     """The request's live token when it grants ``scope``; else the 401/403 to answer."""
-    token = await authenticate(tokens_db(deps.store), request.headers.get("Authorization"))
+    token = await authenticate(deps.store.tokens, request.headers.get("Authorization"))
     if token is None or not grants(token.scopes, scope):
         return unauthorized(token is not None, scope)
     return token
@@ -117,7 +117,7 @@ def problem(status: int, title: str, detail: str) -> web.Response:
 class Deps:
     """What handlers work with; passed into ``create_app``, nothing is global."""
 
-    store: PostgresEventStore
+    store: EventStore
     registry: WorkflowRegistry
     clock: Callable[[], datetime]
     """The wall clock (aware datetimes); injected so handlers never read the time."""

@@ -22,15 +22,14 @@ from durable.core.fold import evolve, fold
 from durable.core.history import ExportedEvent
 from durable.core.runs_view import RunRow, row_from_state
 from durable.core.state import RunState
-from durable.store.base import RunFilter
-from durable.store.postgres import PostgresEventStore
+from durable.store.base import EventStore, RunFilter
 
 __all__ = ["ROUTES", "exported", "load_state", "run_detail", "run_id_of"]
 
 _COMMAND_ERRORS = (400, 404, 409)
 
 
-async def load_state(store: PostgresEventStore, run_id: str) -> RunState:
+async def load_state(store: EventStore, run_id: str) -> RunState:
     """The run's state folded from its log (404 when it has none)."""
     state = fold(await store.read_stream(run_stream(run_id)))
     if state is None:
@@ -247,8 +246,8 @@ async def run_logs(call: Call[None, s.LogsQuery]) -> s.LogPage:
             "no such task",
             f"run {state.run_id} has no task {query.task!r}; tasks: {', '.join(state.tasks)}",
         )
-    rows = await call.deps.store.task_logs(state.run_id, query.task, query.attempt, query.limit)
-    return s.LogPage(lines=[s.LogLine(**dict(r)) for r in rows])
+    rows = await call.deps.store.logs.read(state.run_id, query.task, query.attempt, query.limit)
+    return s.LogPage(lines=[s.LogLine(**msgspec.structs.asdict(r)) for r in rows])
 
 
 @route(

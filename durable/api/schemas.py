@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from durable.api.auth import Scope
+from durable.application.tokens import Scope
 from durable.core.history import ExportedEvent
 from durable.core.runs_view import RunRow
 from durable.core.state import RunStatus, TaskStatus

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import msgspec
 
-from durable.api import auth
 from durable.api import schemas as s
 from durable.api.routing import V1, ApiError, Call, resource, route
+from durable.application import tokens as auth
 from durable.core.errors import DurableError
 
 __all__ = ["ROUTES"]
@@ -21,7 +21,7 @@ __all__ = ["ROUTES"]
     responses={200: s.TokenList},
 )
 async def list_tokens(call: Call[None, None]) -> s.TokenList:
-    tokens = await auth.list_tokens(auth.tokens_db(call.deps.store), include_revoked=True)
+    tokens = await auth.list_tokens(call.deps.store.tokens, include_revoked=True)
     return s.TokenList(tokens=[s.TokenView(**msgspec.structs.asdict(t)) for t in tokens])
 
 
@@ -36,7 +36,7 @@ async def list_tokens(call: Call[None, None]) -> s.TokenList:
 )
 async def create_token(call: Call[s.TokenCreate, None]) -> s.TokenCreated:
     info, token = await auth.create_token(
-        auth.tokens_db(call.deps.store), call.body.name, call.body.scopes, by=call.by
+        call.deps.store.tokens, call.body.name, call.body.scopes, by=call.by
     )
     return s.TokenCreated(**msgspec.structs.asdict(info), token=token)
 
@@ -52,7 +52,7 @@ async def create_token(call: Call[s.TokenCreate, None]) -> s.TokenCreated:
 async def revoke_token(call: Call[None, None]) -> s.TokenView:
     token_id = call.path_id("token_id", "token")
     try:
-        info = await auth.revoke_token(auth.tokens_db(call.deps.store), token_id)
+        info = await auth.revoke_token(call.deps.store.tokens, token_id)
     except DurableError as exc:
         raise ApiError(404, "no such token", str(exc)) from None
     return s.TokenView(**msgspec.structs.asdict(info))

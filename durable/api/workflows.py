@@ -18,8 +18,8 @@ from durable.api.routing import (
     valid_id,
 )
 from durable.core.events import Trigger
-from durable.core.spec import DefinitionError, WorkflowSpec, coerce_params
-from durable.store.postgres import PostgresEventStore
+from durable.core.spec import WorkflowSpec
+from durable.store.base import EventStore
 
 __all__ = ["ROUTES", "graph_of", "triggers_of", "workflow_versions"]
 
@@ -44,22 +44,11 @@ def triggers_of(spec: WorkflowSpec) -> list[str]:
     return [name for name, present in found.items() if present]
 
 
-async def workflow_versions(store: PostgresEventStore, workflow: str) -> list[s.VersionView]:
-    """The API's one read of the versions table: SQL over the store's pool today (to
-    become the store's versions protocol)."""
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT v.version, v.first_seen, v.source, "
-            "(SELECT count(*) FROM durable.runs r WHERE r.workflow = v.workflow "
-            " AND r.version = v.version) AS runs "
-            "FROM durable.workflow_versions v WHERE v.workflow = $1 ORDER BY v.first_seen",
-            workflow,
-        )
+async def workflow_versions(store: EventStore, workflow: str) -> list[s.VersionView]:
+    """The recorded versions of ``workflow`` with their run counts, oldest first."""
     return [
-        s.VersionView(
-            version=r["version"], first_seen=r["first_seen"], source=r["source"], runs=r["runs"]
-        )
-        for r in rows
+        s.VersionView(version=v.version, first_seen=v.first_seen, source=v.source, runs=v.runs)
+        for v in await store.versions.of(workflow)
     ]
 
 
@@ -127,14 +116,10 @@ async def trigger(call: Call[s.TriggerBody, None]) -> Answer:
             "bad Idempotency-Key",
             "use 1-200 letters, digits and _ . : @ - (a UUID is fine)",
         )
-    try:
-        values = coerce_params(spec.params, call.body.params, where="params")
-    except DefinitionError as exc:
-        raise ApiError(400, "bad params", str(exc)) from None
     run_id, created = await start_http_run(
         call.deps.store,
         spec,
-        values,
+        call.body.params,
         key=key,
         trigger=Trigger(
             kind="api",

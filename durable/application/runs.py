@@ -17,7 +17,7 @@ from durable.store.base import EventStore
 from durable.store.rows import NewVersion
 from durable.workflows.loader import WorkflowRegistry
 
-__all__ = ["create_run", "register_versions", "start_run"]
+__all__ = ["create_run", "register_versions"]
 
 
 async def register_versions(store: EventStore, registry: WorkflowRegistry) -> None:
@@ -83,23 +83,3 @@ async def create_run(
             raise IdempotencyConflict(exc.idempotency_key, exc.existing_run_id) from None
         return exc.existing_run_id, False
     return run_id, True
-
-
-async def start_run(
-    store: EventStore,
-    spec: WorkflowSpec,
-    params: dict[str, Any],
-    *,
-    run_id: str | None = None,
-    idempotency_key: str | None = None,
-    trigger: Trigger | None = None,
-) -> tuple[str, bool]:
-    """TEMPORARY, the former :func:`create_run`: a key reused for another request gives
-    the existing run instead of refusing it (durable/api checks that itself until it
-    calls ``create_run``). Remove once nothing calls it."""
-    try:
-        return await create_run(
-            store, spec, params, run_id=run_id, idempotency_key=idempotency_key, trigger=trigger
-        )
-    except IdempotencyConflict as exc:
-        return exc.existing_run_id, False

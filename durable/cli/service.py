@@ -45,7 +45,6 @@ from durable.runtime.triggers.assets import AssetService
 from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.runtime.triggers.s3 import S3PollingService
 from durable.store.base import EventStore
-from durable.store.postgres import PostgresEventStore
 from durable.store.rows import LogLine
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
@@ -163,9 +162,6 @@ def up(
                     f"keep it (`durable tokens` manages tokens):\n{first}",
                     err=True,
                 )
-            # TEMPORARY: durable/api still takes the PostgreSQL store (until it moves onto
-            # the store's protocols)
-            assert isinstance(store, PostgresEventStore)
             web_runner = web.AppRunner(create_app(store, registry))
             await web_runner.setup()
             await web.TCPSite(web_runner, host or "127.0.0.1", int(port)).start()

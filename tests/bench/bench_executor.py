@@ -7,7 +7,7 @@
 Both run N concurrent runs of a 10-step no-op chain, on one embedded PostgreSQL
 (pgserver, fsync and synchronous_commit on), each in a database of its own, in the same
 process run. Reported: runs per second for each and their ratio; for durable also the
-p50/p99 latency from `start_run` returning to the first task's body starting, under a
+p50/p99 latency from `create_run` returning to the first task's body starting, under a
 steady stream of runs.
 """
 
@@ -26,7 +26,7 @@ import asyncpg
 from rich.console import Console
 
 from durable import Workflow
-from durable.application.runs import start_run
+from durable.application.runs import create_run
 from durable.runtime.executor import Executor
 from durable.store import connect
 from durable.workflows import WorkflowRegistry
@@ -64,18 +64,18 @@ async def bench_durable(url: str, runs: int) -> dict[str, float]:
     spec = wf.spec()
     try:
         # warm up: one run end to end
-        await _finish(store, [(await start_run(store, spec, {}))[0]])
+        await _finish(store, [(await create_run(store, spec, {}))[0]])
         t0 = time.perf_counter()
-        ids = await asyncio.gather(*(start_run(store, spec, {}) for _ in range(runs)))
+        ids = await asyncio.gather(*(create_run(store, spec, {}) for _ in range(runs)))
         await _finish(store, [i for i, _ in ids])
         throughput = runs / (time.perf_counter() - t0)
 
-        # latency: a steady stream (one run every 10 ms), start_run -> first task body
+        # latency: a steady stream (one run every 10 ms), create_run -> first task body
         latencies: list[float] = []
         pending = []
         for _ in range(200 if runs >= 500 else 50):
             t = time.perf_counter()
-            run_id, _ = await start_run(store, spec, {})
+            run_id, _ = await create_run(store, spec, {})
             pending.append((run_id, time.perf_counter(), t))
             await asyncio.sleep(0.01)
         await _finish(store, [r for r, _, _ in pending])
@@ -186,7 +186,7 @@ def main() -> None:
     )
     out.print(
         f"  durable        {ours['runs_per_s']:>9,.0f} runs/s   "
-        f"start_run -> first task: p50 {ours['p50_ms']:.1f} ms, p99 {ours['p99_ms']:.1f} ms"
+        f"create_run -> first task: p50 {ours['p50_ms']:.1f} ms, p99 {ours['p99_ms']:.1f} ms"
     )
     if peer is not None:
         out.print(f"  DBOS Transact  {peer['runs_per_s']:>9,.0f} runs/s")

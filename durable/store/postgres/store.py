@@ -83,12 +83,6 @@ class PostgresEventStore:
         self.wakeups = PgWakeUps(pool, dsn)
         self.leadership = PgLeadership(dsn)
 
-    @property
-    def pool(self) -> asyncpg.Pool:
-        """TEMPORARY: only durable/api still reaches the pool (tokens, metrics, versions);
-        remove once it uses the store's protocols."""
-        return self._pool
-
     # -- appending --------------------------------------------------------------------
 
     async def append(
@@ -355,19 +349,6 @@ class PostgresEventStore:
             backfill_id,
         )
         return [r["run_id"] for r in rows]
-
-    async def task_logs(
-        self,
-        run_id: str,
-        task: str | None = None,
-        attempt: int | None = None,
-        limit: int | None = None,
-    ) -> list[Any]:
-        """TEMPORARY, for durable/api until it reads ``store.logs``: rows by column name."""
-        return [
-            msgspec.structs.asdict(line)
-            for line in await self.logs.read(run_id, task, attempt, limit)
-        ]
 
     async def rebuild_runs(self, progress: Progress | None = None) -> int:
         with translated("rebuilding the runs view"):
