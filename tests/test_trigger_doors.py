@@ -60,3 +60,32 @@ async def test_a_reused_producer_key_is_dead_lettered_not_run_twice() -> None:
     assert await store.tracking.kafka_offsets("durable", [tp.topic]) == {
         (tp.topic, tp.partition): 4
     }
+
+
+async def test_kafka_params_are_typed_json_from_the_payload_and_text_from_headers() -> None:
+    store = MemoryEventStore()
+    wf = Workflow(
+        "orders",
+        params={"count": Param("int", required=True), "region": Param("str", required=True)},
+        kafka=[
+            KafkaTrigger(topic="orders", params={"count": "value.n", "region": "header.region"})
+        ],
+    )
+    wf.shell("book", "echo ${params.count}")
+    service = KafkaTriggerService(store, registry_of(wf), bootstrap="unused:9092")
+    tp = TopicPartition("orders", 0)
+
+    def record(offset: int, n: object, region: str) -> ConsumerRecord[bytes, bytes]:
+        rec = _record(offset, {"n": n}, f"k{offset}")
+        rec.headers = [*rec.headers, ("region", region.encode())]
+        return rec
+
+    await service.process(
+        {tp: [record(0, 7, "eu"), record(1, 1.9, "us"), record(2, "7", "apac"), record(3, 5, "7")]}
+    )
+    runs = sorted((r.params["count"], r.params["region"]) for r in await store.list_runs())
+    assert runs == [(5, "7"), (7, "eu")]  # a header "7" is the text "7" for a str param
+    letters = sorted((d.offset, d.reason) for d in await store.tracking.dead_letters())
+    assert [offset for offset, _ in letters] == [1, 2]
+    assert "param 'count': expected int, got 1.9 (a number)" in letters[0][1]
+    assert "param 'count': expected int, got \"7\" (a string)" in letters[1][1]

@@ -60,6 +60,9 @@ class Accepted(msgspec.Struct, frozen=True, kw_only=True):
     params: dict[str, Any]
     dedup_key: str
     traceparent: str | None
+    text: frozenset[str] = frozenset()
+    """The params whose values are text (the key, headers, an object's key): parsed into
+    their declared types; the others are JSON values, validated."""
 
 
 class Skipped(msgspec.Struct, frozen=True):
@@ -95,7 +98,17 @@ def evaluate(rule: KafkaTrigger, message: Message, workflow: str) -> Accepted | 
         if key
         else f"kafka:{workflow}:{message.topic}:{message.partition}:{message.offset}"
     )
-    return Accepted(params=params, dedup_key=dedup, traceparent=message.headers.get("traceparent"))
+    text = frozenset(
+        name
+        for name, source in rule.params.items()
+        if source == "key" or source.startswith("header.")
+    )
+    return Accepted(
+        params=params,
+        dedup_key=dedup,
+        traceparent=message.headers.get("traceparent"),
+        text=text,
+    )
 
 
 _NOT_DECODED = object()
@@ -146,9 +159,12 @@ def evaluate_s3_event(
             )
             out.append(
                 Accepted(
-                    params=object_params(S3Trigger(bucket=found.bucket), declared, found),
+                    params=(
+                        params := object_params(S3Trigger(bucket=found.bucket), declared, found)
+                    ),
                     dedup_key=object_dedup_key(workflow, found),
                     traceparent=message.headers.get("traceparent"),
+                    text=frozenset(params),
                 )
             )
         return out

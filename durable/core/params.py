@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import msgspec
 
 from durable.core.spec import DefinitionError, ParamSpec
 
-__all__ = ["ParamError", "parse_text_params", "validate_params"]
+__all__ = ["ParamError", "check_params", "parse_text_params", "validate_params"]
 
 _TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "date": dt.date}
 _EXAMPLES = {
@@ -59,20 +59,36 @@ def validate_params(
     Raises :class:`ParamError` naming the param, the expected type and the value, or
     :class:`DefinitionError` for an unknown or a missing required param.
     """
-    values = _known(specs, given, where)
-    return {name: _json_value(where, name, specs[name].type, v) for name, v in values.items()} | {
-        name: spec.default for name, spec in specs.items() if name not in values
-    }
+    return check_params(specs, given, where=where)
 
 
 def parse_text_params(
     specs: Mapping[str, ParamSpec], given: Mapping[str, str], *, where: str = "params"
 ) -> dict[str, Any]:
     """Text values parsed into their declared types, defaults filled in."""
+    return check_params(specs, given, text=given.keys(), where=where)
+
+
+def check_params(
+    specs: Mapping[str, ParamSpec],
+    given: Mapping[str, Any],
+    *,
+    text: Collection[str] = (),
+    where: str = "params",
+) -> dict[str, Any]:
+    """Params from a door that has both kinds (a Kafka message: its payload is JSON, its
+    key and headers are text): the values named in ``text`` parsed, the others
+    validated; defaults filled in."""
     values = _known(specs, given, where)
-    return {name: _text_value(where, name, specs[name].type, v) for name, v in values.items()} | {
-        name: spec.default for name, spec in specs.items() if name not in values
+    out = {
+        name: (
+            _text_value(where, name, specs[name].type, v)
+            if name in text
+            else _json_value(where, name, specs[name].type, v)
+        )
+        for name, v in values.items()
     }
+    return out | {name: spec.default for name, spec in specs.items() if name not in values}
 
 
 def _known(specs: Mapping[str, ParamSpec], given: Mapping[str, Any], where: str) -> dict[str, Any]:

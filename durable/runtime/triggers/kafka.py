@@ -45,7 +45,8 @@ from durable.core.kafka import (
     evaluate,
     evaluate_s3_event,
 )
-from durable.core.spec import DefinitionError, WorkflowSpec, coerce_params
+from durable.core.params import check_params
+from durable.core.spec import DefinitionError, WorkflowSpec
 from durable.runtime.triggers.kafka_incarnation import (
     PartitionLog,
     Record,
@@ -353,8 +354,11 @@ class KafkaTriggerService:
                     for outcome in outcomes:
                         if isinstance(outcome, Accepted):
                             try:
-                                params = coerce_params(
-                                    spec.params, outcome.params, where=f"workflow {spec.name!r}"
+                                params = check_params(
+                                    spec.params,
+                                    outcome.params,
+                                    text=outcome.text,
+                                    where=f"workflow {spec.name!r}",
                                 )
                             except DefinitionError as exc:
                                 outcome = Rejected(str(exc))
