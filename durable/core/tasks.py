@@ -188,7 +188,10 @@ def task_spec(kind: str, config: dict[str, Any], **common: Any) -> TaskSpec:
             f"task {name!r} has unknown type {kind!r}", hint=f"known types: {', '.join(TASK_KINDS)}"
         )
     # as plain data (a YAML date becomes its ISO string: the same JSON as before)
-    config = msgspec.to_builtins(config)
+    try:
+        config = msgspec.to_builtins(config)
+    except TypeError as exc:
+        raise TaskDefinitionError(f"task {name!r}: an option is not plain data: {exc}") from None
     _check_required(cls, name, config)
     unknown = sorted(set(config) - set(cls.__struct_fields__) | set(config) & COMMON_FIELDS)
     if unknown:
