@@ -31,7 +31,7 @@ from durable.core.events import (
 )
 from durable.core.spec import WorkflowSpec
 from durable.core.state import DONE_TASK, RunState, TaskState, rule_verdict
-from durable.core.tasks import MapTask, SleepTask, SwitchTask
+from durable.core.tasks import MapTask, SleepTask, SwitchTask, TaskSpec
 
 __all__ = [
     "RUN_RULES",
@@ -41,6 +41,7 @@ __all__ = [
     "map_items",
     "next_wakeup",
     "start_within_slots",
+    "task_index",
 ]
 
 
@@ -48,10 +49,16 @@ class Pass:
     """One pass over a run: the state it started from, and what it decided so far."""
 
     def __init__(
-        self, state: RunState, spec: WorkflowSpec, now: datetime, executor: str | None
+        self,
+        state: RunState,
+        spec: WorkflowSpec,
+        now: datetime,
+        executor: str | None,
+        specs: dict[str, TaskSpec] | None = None,
     ) -> None:
         self.state = state
         self.spec = spec
+        self.specs = specs if specs is not None else task_index(spec)
         self.now = now
         self.executor = executor
         self.events: list[Event] = []
@@ -63,6 +70,11 @@ class Pass:
     def decide(self, event: Event, task: str, status: str) -> None:
         self.events.append(event)
         self.status[task] = status
+
+    def task(self, name: str) -> TaskSpec:
+        """A task's spec (a map's child has its map's)."""
+        found = self.specs.get(name)
+        return found if found is not None else self.spec.task(name)
 
     def verdict(self, t: TaskState) -> bool | None:
         return rule_verdict(t.trigger_rule, [self.status[u] for u in t.upstream])
@@ -169,7 +181,7 @@ def only_pending_tasks_start(p: Pass, t: TaskState) -> bool:
 
 def fan_out_map(p: Pass, t: TaskState) -> bool:
     """A ready map task fans out, one child per item (or fails: no list to map)."""
-    if not isinstance(p.spec.task(t.name), MapTask) or t.name in p.untaken:
+    if not isinstance(p.task(t.name), MapTask) or t.name in p.untaken:
         return False
     if p.verdict(t) is not True:
         return False
@@ -205,7 +217,8 @@ def apply_trigger_rule(p: Pass, t: TaskState) -> bool:
     whose rule can no longer be met is skipped."""
     verdict = p.verdict(t)
     if verdict is True:
-        not_before = sleep_until(p.spec, t.name, p.now)
+        task = p.task(t.name)
+        not_before = sleep_until(p.spec, t.name, p.now) if isinstance(task, SleepTask) else None
         p.decide(
             TaskScheduled(task=t.name, generation=t.generation, attempt=1, not_before=not_before),
             t.name,
@@ -254,20 +267,46 @@ def complete_run(p: Pass) -> None:
 
 
 def decide_pass(
-    state: RunState, spec: WorkflowSpec, now: datetime, executor: str | None
+    state: RunState,
+    spec: WorkflowSpec,
+    now: datetime,
+    executor: str | None,
+    specs: dict[str, TaskSpec] | None = None,
 ) -> list[Event]:
-    """One pass of the rules over the run: the events it decides (``[]``: nothing to do)."""
-    p = Pass(state, spec, now, executor)
+    """One pass of the rules over the run: the events it decides (``[]``: nothing to do).
+
+    ``specs``: the workflow's tasks by name (:func:`task_index`), when the caller has it.
+    """
+    p = Pass(state, spec, now, executor, specs)
     for run_rule in RUN_RULES:
         decided = run_rule(p)
         if decided is not None:
             return decided
     for t in state.tasks.values():  # DAG order, map children last
+        # No rule decides anything for these; they are most tasks of a big run, so spare
+        # asking every rule: settled tasks, attempts under way, tasks waiting upstream.
+        if t.status in _SETTLED or (t.status == "running" and t.mapped is None):
+            continue
+        if (
+            t.status == "pending"
+            and t.parent is None
+            and t.name not in p.untaken
+            and p.verdict(t) is None
+        ):
+            continue
         for task_rule in TASK_RULES:
             if task_rule(p, t):
                 break
     complete_run(p)
     return p.events
+
+
+_SETTLED = frozenset({"scheduled", "succeeded", "failed", "skipped", "cancelled"})
+
+
+def task_index(spec: WorkflowSpec) -> dict[str, TaskSpec]:
+    """The workflow's tasks by name."""
+    return {t.name: t for t in spec.tasks}
 
 
 def start_within_slots(

@@ -39,7 +39,13 @@ from durable.core.events import (
 )
 from durable.core.fold import evolve
 from durable.core.retry import retry_at
-from durable.core.rules import decide_pass, map_items, next_wakeup, start_within_slots
+from durable.core.rules import (
+    decide_pass,
+    map_items,
+    next_wakeup,
+    start_within_slots,
+    task_index,
+)
 from durable.core.spec import WorkflowSpec
 from durable.core.state import RunState
 
@@ -132,8 +138,9 @@ def step(
         answered = answer(state, spec, item, now)
         state = _applied(state, answered, now)
         events += answered
+    specs = task_index(spec)
     for _ in range(MAX_PASSES):
-        decided = decide_pass(state, spec, now, executor)
+        decided = decide_pass(state, spec, now, executor, specs)
         if not decided:
             break
         state = _applied(state, decided, now)

@@ -28,7 +28,13 @@ DURABLE = [sys.executable, "-m", "durable"]
 
 def cli(*args: str) -> str:
     done = subprocess.run(
-        [*DURABLE, *args], env=ENV, capture_output=True, text=True, timeout=120, check=False
+        [*DURABLE, *args],
+        env=ENV,
+        cwd=CODE,  # `python -m` puts the working directory first on sys.path
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if done.returncode not in (0, 1):
         raise SystemExit(f"durable {' '.join(args)}: {done.stdout}{done.stderr}")
@@ -39,6 +45,7 @@ def up() -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [*DURABLE, "up", "--workflows", str(HERE), "--lease", "2", "--max-tasks", "32"],
         env=ENV,
+        cwd=CODE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
