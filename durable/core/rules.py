@@ -65,7 +65,14 @@ class Pass:
         self.status: dict[str, str] = {name: t.status for name, t in state.tasks.items()}
         """Task statuses with this pass's decisions applied."""
         self.untaken = _untaken_branches(state, spec)
-        self.room = _map_room(state, spec)
+        self._room: dict[str, float] | None = None
+
+    @property
+    def room(self) -> dict[str, float]:
+        """Free places of each map that fanned out (computed when a child asks)."""
+        if self._room is None:
+            self._room = _map_room(self.state, self.spec)
+        return self._room
 
     def decide(self, event: Event, task: str, status: str) -> None:
         self.events.append(event)

@@ -220,7 +220,7 @@ class RunDriver:
             return not inputs
         for s in starts:
             self._spawn(s.task, s.generation, s.attempt)
-        if self._startable(now):
+        if len(starts) == slots.free and self._startable(now):
             self._wait_for_slot()  # out of slots: start the rest when one frees
         return True
 
