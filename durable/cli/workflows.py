@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
-import msgspec
 from rich.table import Table
 from rich.tree import Tree
 
@@ -19,7 +18,8 @@ from durable.cli.inspect import console
 from durable.cli.render import when
 from durable.cli.service import OPERATOR, load, workflows_option
 from durable.core.schedule import next_fire
-from durable.core.spec import DefinitionError, WorkflowSpec, diff_specs
+from durable.core.spec import DefinitionError, WorkflowSpec, diff_specs, spec_from_json
+from durable.core.tasks import SwitchTask
 from durable.store.base import EventStore
 from durable.store.rows import VersionRow
 from durable.workflows.yaml import spec_to_yaml
@@ -90,7 +90,7 @@ def to_tree(spec: WorkflowSpec) -> Tree:
 def to_dot(spec: WorkflowSpec) -> str:
     lines = [f'digraph "{spec.name}" {{', "  rankdir=LR;"]
     for t in spec.tasks:
-        shape = "diamond" if t.kind == "switch" else "box"
+        shape = "diamond" if isinstance(t, SwitchTask) else "box"
         lines.append(f'  "{t.name}" [shape={shape}, label="{t.name}\\n({t.kind})"];')
     for t in spec.tasks:
         for u in t.upstream:
@@ -132,7 +132,12 @@ def versions(
     if not rows:
         raise DefinitionError(f"workflow {workflow!r}", "has no recorded versions")
     if diff:
-        specs = {r.version: msgspec.json.decode(r.definition, type=WorkflowSpec) for r in rows}
+        specs = {
+            r.version: spec_from_json(
+                r.definition, where=f"workflow {workflow!r} version {r.version}"
+            )
+            for r in rows
+        }
         for v in diff:
             if v not in specs:
                 raise DefinitionError(

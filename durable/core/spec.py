@@ -1,8 +1,11 @@
 """Workflow definitions as data: tasks, dependencies, policies; validation and versions.
 
 Pure. Python (``durable.workflows.python``) and YAML (``durable.workflows.yaml``) both
-build a :class:`WorkflowSpec`; everything downstream — the version hash, ``durable show``,
-the decisions of a run — sees only this.
+build a :class:`WorkflowSpec` of typed task specs (:mod:`durable.core.tasks`);
+everything downstream — the version hash, ``durable show``, the decisions of a run —
+sees only this. The encoded definition (:meth:`WorkflowSpec.to_dict`, the version hash)
+keeps the shape it always had — each task's options under ``config`` — so versions of
+unchanged definitions never change.
 """
 
 from __future__ import annotations
@@ -20,6 +23,14 @@ from durable.core.kafka import KafkaTrigger
 from durable.core.retry import RetryPolicy
 from durable.core.s3 import S3Trigger, WebhookTrigger
 from durable.core.schedule import Schedule, ScheduleError, validate_schedule
+from durable.core.tasks import (
+    TASK_KINDS,
+    MapTask,
+    SwitchTask,
+    TaskDefinitionError,
+    TaskSpec,
+    task_spec,
+)
 
 __all__ = [
     "TASK_KINDS",
@@ -30,11 +41,11 @@ __all__ = [
     "WorkflowSpec",
     "coerce_params",
     "diff_specs",
+    "spec_from_json",
     "validate",
 ]
 
 TaskKind: TypeAlias = Literal["python", "shell", "http", "sql", "switch", "map", "sleep", "noop"]
-TASK_KINDS: tuple[str, ...] = ("python", "shell", "http", "sql", "switch", "map", "sleep", "noop")
 ParamType: TypeAlias = Literal["str", "int", "float", "bool", "date", "json"]
 
 
@@ -56,8 +67,8 @@ class ParamSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     description: str = ""
 
 
-class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One task: what runs (``kind`` + ``config``), after what, and under which policy."""
+class _EncodedTask(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A task as the definition is encoded (hashed, stored, shown): options in ``config``."""
 
     name: str
     kind: TaskKind
@@ -67,8 +78,38 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     timeout: float | None = None
     trigger_rule: TriggerRule = "all_success"
     produces: tuple[str, ...] = ()
-    """Assets (tables, files) this task writes; its success updates them."""
     description: str = ""
+
+
+class _EncodedWorkflow(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A workflow as its definition is encoded: the fields of :class:`WorkflowSpec`."""
+
+    name: str
+    tasks: tuple[_EncodedTask, ...]
+    params: dict[str, ParamSpec] = {}
+    max_active_runs: int | None = None
+    max_duration: float | None = None
+    schedule: Schedule | None = None
+    kafka: tuple[KafkaTrigger, ...] = ()
+    s3: tuple[S3Trigger, ...] = ()
+    webhook: WebhookTrigger | None = None
+    on_assets: tuple[str, ...] = ()
+    description: str = ""
+    source: str = ""
+
+
+def _encoded_task(t: TaskSpec) -> _EncodedTask:
+    return _EncodedTask(
+        name=t.name,
+        kind=t.kind,  # type: ignore[arg-type]
+        upstream=t.upstream,
+        config=t.config(),
+        retry=t.retry,
+        timeout=t.timeout,
+        trigger_rule=t.trigger_rule,
+        produces=t.produces,
+        description=t.description,
+    )
 
 
 class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -91,8 +132,13 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     @property
     def version(self) -> str:
         """12 hex digits of the SHA-256 of the definition (``source`` excluded)."""
-        content = msgspec.json.encode(msgspec.structs.replace(self, source=""), order="sorted")
+        content = msgspec.json.encode(self._encoded(source=""), order="sorted")
         return hashlib.sha256(content).hexdigest()[:12]
+
+    def _encoded(self, *, source: str) -> _EncodedWorkflow:
+        fields = {f: getattr(self, f) for f in _EncodedWorkflow.__struct_fields__}
+        fields.update(source=source, tasks=tuple(_encoded_task(t) for t in self.tasks))
+        return _EncodedWorkflow(**fields)
 
     def task(self, name: str) -> TaskSpec:
         """A task's spec; a map's child ``name[i]`` has its map task's spec."""
@@ -112,9 +158,28 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
     def to_dict(self) -> dict[str, Any]:
         """The definition as plain data (the code view of ``durable show``)."""
-        data: dict[str, Any] = msgspec.to_builtins(self)
-        data.pop("source", None)
+        data: dict[str, Any] = msgspec.to_builtins(self._encoded(source=""))
         return data
+
+
+def spec_from_json(data: bytes | str, *, where: str = "definition") -> WorkflowSpec:
+    """A definition from its encoded form (:meth:`WorkflowSpec.to_dict` as JSON, e.g. a
+    recorded version). Raises :class:`DefinitionError` naming ``where`` and the task."""
+    try:
+        encoded = msgspec.json.decode(data, type=_EncodedWorkflow)
+    except msgspec.DecodeError as exc:  # ValidationError too
+        raise DefinitionError(where, f"not a workflow definition: {exc}") from None
+    tasks = []
+    for t in encoded.tasks:
+        common = {f: getattr(t, f) for f in _EncodedTask.__struct_fields__}
+        del common["kind"], common["config"]
+        try:
+            tasks.append(task_spec(t.kind, t.config, **common))
+        except TaskDefinitionError as exc:
+            raise DefinitionError(where, exc.problem, hint=exc.hint) from None
+    fields = {f: getattr(encoded, f) for f in _EncodedWorkflow.__struct_fields__}
+    fields["tasks"] = tuple(tasks)
+    return WorkflowSpec(**fields)
 
 
 def validate(spec: WorkflowSpec) -> WorkflowSpec:
@@ -137,12 +202,6 @@ def validate(spec: WorkflowSpec) -> WorkflowSpec:
             )
         if t.name in names:
             raise DefinitionError(where, f"task {t.name!r} is declared twice", hint="rename one")
-        if t.kind not in TASK_KINDS:
-            raise DefinitionError(
-                where,
-                f"task {t.name!r} has unknown type {t.kind!r}",
-                hint=f"known types: {', '.join(TASK_KINDS)}",
-            )
         if t.timeout is not None and t.timeout <= 0:
             raise DefinitionError(where, f"task {t.name!r}: timeout must be > 0, not {t.timeout}")
         names[t.name] = t
@@ -201,20 +260,10 @@ def validate(spec: WorkflowSpec) -> WorkflowSpec:
 
 
 def _check_kind(where: str, t: TaskSpec, names: dict[str, TaskSpec]) -> None:
-    need = {
-        "python": "callable",
-        "shell": "command",
-        "http": "url",
-        "sql": "query",
-    }.get(t.kind)
-    if need and not t.config.get(need):
-        raise DefinitionError(where, f"task {t.name!r} ({t.kind}) needs {need!r}")
-    if t.kind == "switch":
-        cases = t.config.get("cases")
-        if not isinstance(cases, dict) or not cases:
-            raise DefinitionError(where, f"switch {t.name!r} needs 'cases': value -> [tasks]")
-        branches = [*cases.values(), t.config.get("default") or []]
-        for branch in branches:
+    # A task's own options were checked when it was built (durable.core.tasks.task_spec);
+    # here, what they say about the other tasks.
+    if isinstance(t, SwitchTask):
+        for branch in [*t.cases.values(), t.default or []]:
             for target in branch:
                 if target not in names:
                     raise DefinitionError(
@@ -226,23 +275,12 @@ def _check_kind(where: str, t: TaskSpec, names: dict[str, TaskSpec]) -> None:
                         f"switch {t.name!r} routes to {target!r}, which does not depend on it",
                         hint=f"add {t.name!r} to the upstream of {target!r}",
                     )
-    if t.kind == "map":
-        over = t.config.get("over")
-        if not t.config.get("callable") or not over:
-            raise DefinitionError(where, f"map {t.name!r} needs 'callable' and 'over' (a task)")
-        if over not in t.upstream:
-            raise DefinitionError(
-                where,
-                f"map {t.name!r} maps over {over!r}, which is not upstream of it",
-                hint=f"add {over!r} to its upstream (after:)",
-            )
-        limit = t.config.get("max_parallel")
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise DefinitionError(
-                where, f"map {t.name!r}: max_parallel must be >= 1, not {limit!r}"
-            )
-    if t.kind == "sleep" and "seconds" not in t.config and "until" not in t.config:
-        raise DefinitionError(where, f"sleep {t.name!r} needs 'seconds' or 'until'")
+    if isinstance(t, MapTask) and t.over not in t.upstream:
+        raise DefinitionError(
+            where,
+            f"map {t.name!r} maps over {t.over!r}, which is not upstream of it",
+            hint=f"add {t.over!r} to its upstream (after:)",
+        )
 
 
 def _topological(where: str, tasks: Iterable[TaskSpec]) -> tuple[TaskSpec, ...]:
@@ -346,7 +384,8 @@ def diff_specs(old: WorkflowSpec, new: WorkflowSpec) -> list[str]:
     for name in a.keys() - b.keys():
         lines.append(f"- task {name}")
     for name in sorted(a.keys() & b.keys()):
-        before, after = msgspec.to_builtins(a[name]), msgspec.to_builtins(b[name])
+        before = msgspec.to_builtins(_encoded_task(a[name]))
+        after = msgspec.to_builtins(_encoded_task(b[name]))
         for key in sorted(set(before) | set(after)):
             if before.get(key) != after.get(key):
                 lines.append(f"~ task {name}.{key}: {before.get(key)!r} -> {after.get(key)!r}")

@@ -1,8 +1,11 @@
-"""Driving one claimed run: fold its log, decide, append fenced, run its attempts.
+"""Driving one claimed run: fold its log, ``step``, append fenced, run its attempts.
 
 A :class:`RunDriver` is the only writer of its run's stream while its executor holds the
 run's lease. Every append states the seq it expects, so a driver whose lease was lost can
-never record a completion.
+never record a completion. What to append is decided by the pure
+:func:`durable.core.step.step`; the driver only does the I/O around it: it reports
+attempts' results and its free slots as inputs, and starts the attempts the returned
+``TaskStarted`` events name.
 """
 
 from __future__ import annotations
@@ -11,27 +14,36 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from datetime import datetime
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from durable.core.backfill import backfill_state
-from durable.core.decide import attempt_failed, decide, lost_attempts, map_items, next_wakeup
 from durable.core.errors import ConcurrencyConflict, DurableError, StoreError, TaskError
 from durable.core.events import (
     ErrorInfo,
     Event,
-    Recorded,
     RunCancelled,
     TaskStarted,
-    TaskSucceeded,
     backfill_stream,
     run_stream,
 )
 from durable.core.fold import evolve, fold
 from durable.core.spec import WorkflowSpec
 from durable.core.state import RunState
+from durable.core.step import (
+    AttemptFailed,
+    AttemptsLost,
+    AttemptSucceeded,
+    Input,
+    SlotsAvailable,
+    answer,
+    map_items,
+    next_wakeup,
+    step,
+)
+from durable.core.tasks import SqlTask
 from durable.runtime.tasks import run_task
 from durable.runtime.tasks import sql as sql_task
 from durable.workflows.context import TaskContext, TaskLog
@@ -66,8 +78,8 @@ class RunDriver:
         self.loaded: LoadedWorkflow | None = None
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.attempts: dict[str, asyncio.Task[None]] = {}
-        self.waiting: set[str] = set()
-        self._slot_waiters: set[asyncio.Task[None]] = set()
+        self._slot_waiter: asyncio.Task[None] | None = None
+        self._held = 0  # slots the waiter took for this run, not yet given to an attempt
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.started_before_heartbeat = False
         self._stop: str | None = None  # "shutdown" | "lost"
@@ -102,8 +114,9 @@ class RunDriver:
         except Exception:
             log.exception("run %s: driver failed; releasing it for another try", self.run_id)
         finally:
-            for waiter in self._slot_waiters:
-                waiter.cancel()
+            if self._slot_waiter is not None:
+                self._slot_waiter.cancel()  # Slots.take passes on a slot handed meanwhile
+            self._give_held()
             for attempt in self.attempts.values():
                 attempt.cancel()
             if self.attempts:
@@ -124,9 +137,10 @@ class RunDriver:
             return  # claimed by mistake: another executor has this version
         if self.state.status == "pending" and not await self._may_start():
             return  # queued (slots taken, backfill paused): claimed again later
-        await self._append(lost_attempts(self.state, self.spec, self.ex.clock()))
+        claimed: list[Input] = [AttemptsLost()]  # whoever ran its attempts is gone
         while self._stop is None:
-            await self._advance()
+            await self._advance(claimed)
+            claimed = []
             state = self.state
             if state.is_terminal or (state.status == "paused" and not self.attempts):
                 return
@@ -173,100 +187,77 @@ class RunDriver:
                 await self._refresh()
             case ("stop",):
                 return
-            case ("slot", task):
-                self.waiting.discard(task)
-                await self._start_waiting(task)
+            case ("slot",):
+                await self._advance()  # the waiter's slot is held: start what waited
             case ("tx", task, generation, attempt, ctx, task_log):
                 await self._transactional(task, generation, attempt, ctx, task_log)
             case _Result():
                 await self._record_result(message)
 
-    async def _advance(self, first: list[Event] | None = None) -> bool:
-        """Decide and append until nothing more is to be done now.
+    async def _advance(self, inputs: Sequence[Input] = ()) -> bool:
+        """Step, append, start: ``inputs`` (a task's result) and everything they make
+        possible go into one append — a completion, what it schedules, the starts.
 
-        ``first`` (a task's result) goes into the same append as the decisions it makes
-        possible: one commit records a completion, schedules what follows and starts it.
-        Returns False when ``first`` could not be appended (the log moved on).
+        Returns False when the inputs' own events could not be appended (the log moved
+        on: the state is refreshed, the caller may try again).
         """
         assert self.state is not None
-        pending = list(first or [])
-        while self._stop is None:
-            now = self.ex.clock()
-            sim = self.state
-            for e in pending:
-                sim = evolve(sim, _simulated(sim, e, now))
-            # Chain decisions in memory until there are none: a start schedules tasks, a
-            # fan-out schedules its children, the last child finishes its map task... —
-            # all of it goes into one append.
-            events: list[Event] = []
-            for _ in range(10_000):
-                more = decide(sim, self.spec, now, executor=self.ex.id)
-                if not more:
-                    break
-                for e in more:
-                    sim = evolve(sim, _simulated(sim, e, now))
-                events += more
-            starts: list[TaskStarted] = []
-            if sim.status == "running":
-                for t in sim.tasks.values():
-                    if (
-                        t.status == "scheduled"
-                        and t.name not in self.attempts
-                        and t.name not in self.waiting
-                        and (t.not_before is None or t.not_before <= now)
-                    ):
-                        if self.ex.slots.try_take():
-                            starts.append(
-                                TaskStarted(
-                                    task=t.name,
-                                    generation=t.generation,
-                                    attempt=t.attempt,
-                                    executor=self.ex.id,
-                                )
-                            )
-                        else:
-                            self._wait_for_slot(t.name)
-            batch = [*pending, *events, *starts]
-            if not batch:
-                return True
-            if not await self._append(batch):
+        if self._stop is not None:
+            return not inputs
+        slots = SlotsAvailable(free=self._held + self.ex.slots.free, executor=self.ex.id)
+        now = self.ex.clock()
+        events = step(self.state, self.spec, [*inputs, slots], now)
+        starts = [e for e in events if isinstance(e, TaskStarted)]
+        self._take_slots(len(starts))
+        appended = False
+        try:
+            appended = await self._append(events)
+        finally:
+            if not appended:  # a slot taken for a start goes back on every path
                 for _ in starts:
                     self.ex.slots.give()
-                return not pending
-            for s in starts:
-                self._spawn(s.task, s.generation, s.attempt)
-            return True
-        return not pending
+        if not appended:
+            return not inputs
+        for s in starts:
+            self._spawn(s.task, s.generation, s.attempt)
+        if len(starts) == slots.free and self._startable(now):
+            self._wait_for_slot()  # out of slots: start the rest when one frees
+        return True
 
-    def _wait_for_slot(self, task: str) -> None:
-        self.waiting.add(task)
+    def _take_slots(self, count: int) -> None:
+        """Take ``count`` slots for starts: the held ones first, then free ones (which are
+        there: ``step`` was told how many, and nothing ran in between)."""
+        from_held = min(count, self._held)
+        self._held -= from_held
+        for _ in range(count - from_held):
+            if not self.ex.slots.try_take():  # pragma: no cover - single-threaded
+                raise RuntimeError("a counted free slot was gone")
+        self._give_held()  # a held slot no start needed goes back at once
+
+    def _give_held(self) -> None:
+        while self._held:
+            self._held -= 1
+            self.ex.slots.give()
+
+    def _startable(self, now: Any) -> bool:
+        assert self.state is not None
+        return self.state.status == "running" and any(
+            t.status == "scheduled"
+            and t.name not in self.attempts
+            and (t.not_before is None or t.not_before <= now)
+            for t in self.state.tasks.values()
+        )
+
+    def _wait_for_slot(self) -> None:
+        if self._slot_waiter is not None and not self._slot_waiter.done():
+            return
 
         async def wait() -> None:
             await self.ex.slots.take()
-            self.inbox.put_nowait(("slot", task))
+            self._held += 1
+            self.inbox.put_nowait(("slot",))
 
-        waiter = asyncio.create_task(wait())
-        self._slot_waiters.add(waiter)
-        waiter.add_done_callback(self._slot_waiters.discard)
-
-    async def _start_waiting(self, name: str) -> None:
-        assert self.state is not None
-        t = self.state.tasks.get(name)
-        if (
-            t is None
-            or t.status != "scheduled"
-            or self.state.status != "running"
-            or name in self.attempts
-        ):
-            self.ex.slots.give()
-            return
-        start = TaskStarted(
-            task=name, generation=t.generation, attempt=t.attempt, executor=self.ex.id
-        )
-        if await self._append([start]):
-            self._spawn(name, t.generation, t.attempt)
-        else:
-            self.ex.slots.give()
+        self._slot_waiter = asyncio.create_task(wait())
 
     # -- appending ----------------------------------------------------------------------
 
@@ -341,7 +332,7 @@ class RunDriver:
         ctx = self._context(name, generation, attempt, task_log)
         result = _Result(task=name, generation=generation, attempt=attempt, log=task_log)
         try:
-            if spec.kind == "sql" and spec.config.get("transactional"):
+            if isinstance(spec, SqlTask) and spec.transactional:
                 self.inbox.put_nowait(("tx", name, generation, attempt, ctx, task_log))
                 return
             try:
@@ -393,20 +384,22 @@ class RunDriver:
                 result.attempt,
             ):
                 return  # the log moved on (cancelled, or the attempt was given up)
-            event: Event
+            outcome: Input
             if result.error is None:
-                event = TaskSucceeded(
+                outcome = AttemptSucceeded(
                     task=result.task,
                     generation=result.generation,
                     attempt=result.attempt,
                     output=result.output,
-                    assets=self.spec.task(result.task).produces,
                 )
             else:
-                event = attempt_failed(
-                    self.state, self.spec, result.task, result.error, self.ex.clock()
+                outcome = AttemptFailed(
+                    task=result.task,
+                    generation=result.generation,
+                    attempt=result.attempt,
+                    error=result.error,
                 )
-            if await self._advance([event]):
+            if await self._advance([outcome]):
                 return
 
     async def _transactional(
@@ -414,8 +407,9 @@ class RunDriver:
     ) -> None:
         """Run a SQL task's statement and record its completion in one transaction."""
         spec = self.spec.task(name)
+        assert isinstance(spec, SqlTask)
         result = _Result(task=name, generation=generation, attempt=attempt, log=task_log)
-        if spec.config.get("connection", "durable") != "durable":
+        if spec.connection_name != "durable":
             result.error = ErrorInfo(
                 type="ConfigurationError",
                 retryable=False,
@@ -430,17 +424,15 @@ class RunDriver:
                 return
 
             async def body(conn: Any) -> list[Event]:
+                assert self.state is not None
                 async with asyncio.timeout(spec.timeout):
                     output = await sql_task.execute(conn, spec, ctx)
-                return [
-                    TaskSucceeded(
-                        task=name,
-                        generation=generation,
-                        attempt=attempt,
-                        output=output,
-                        assets=spec.produces,
-                    )
-                ]
+                # the completion alone commits with the rows; what follows is the next
+                # advance's
+                done = AttemptSucceeded(
+                    task=name, generation=generation, attempt=attempt, output=output
+                )
+                return answer(self.state, self.spec, done, self.ex.clock())
 
             try:
                 recorded = await self.ex.store.transact(self.stream, self.state.last_seq, body)
@@ -467,12 +459,6 @@ class RunDriver:
                 return
             await self._record_result(result)
             return
-
-
-def _simulated(state: RunState, event: Event, now: datetime) -> Recorded:
-    return Recorded(
-        stream_id=state.stream_id, seq=state.last_seq + 1, position=0, recorded_at=now, event=event
-    )
 
 
 async def _write_log(store: EventStore, run_id: str, result: _Result) -> None:

@@ -1,8 +1,8 @@
 """The durable executor: claims runs, replays their logs, runs their tasks, records it all.
 
 One :class:`RunDriver` per claimed run is the only writer of that run's stream: it folds
-the log into state, asks the pure :func:`~durable.core.decide.decide` what to do, appends the
-decision, and starts task attempts. Every append is fenced by the run's seq, so an
+the log into state, asks the pure :func:`~durable.core.step.step` what to do, appends the
+events, and starts the task attempts they name. Every append is fenced by the run's seq, so an
 executor that lost its lease can never record a completion; after a crash, the next
 executor replays the log and retries the attempts whose outcome was not recorded.
 """
@@ -40,6 +40,11 @@ class Slots:
     def __init__(self, size: int) -> None:
         self._free = size
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def free(self) -> int:
+        """How many slots :meth:`try_take` would get now (none while others wait)."""
+        return 0 if self._waiters else self._free
 
     def try_take(self) -> bool:
         if self._free > 0 and not self._waiters:

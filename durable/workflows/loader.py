@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from durable.core.spec import DefinitionError, WorkflowSpec
+from durable.core.tasks import MapTask, PythonTask, SwitchTask
 from durable.workflows.python import Workflow
 from durable.workflows.yaml import load_yaml_spec
 
@@ -28,7 +29,10 @@ class LoadedWorkflow:
         fn = self.callables.get(task)
         if fn is not None:
             return fn
-        ref = str(self.spec.task(task).config.get("callable") or "")
+        spec = self.spec.task(task)
+        ref = ""
+        if isinstance(spec, PythonTask | MapTask | SwitchTask) and spec.callable:
+            ref = spec.callable
         fn = resolve_callable(ref, where=f"{self.spec.source or self.spec.name}: task {task!r}")
         self.callables[task] = fn
         return fn

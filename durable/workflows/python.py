@@ -26,7 +26,8 @@ from durable.core.kafka import KafkaTrigger
 from durable.core.retry import RetryPolicy
 from durable.core.s3 import S3Trigger, WebhookTrigger
 from durable.core.schedule import Schedule
-from durable.core.spec import DefinitionError, ParamSpec, TaskSpec, WorkflowSpec, validate
+from durable.core.spec import DefinitionError, ParamSpec, WorkflowSpec, validate
+from durable.core.tasks import TaskDefinitionError, TaskSpec, task_spec
 
 __all__ = ["Param", "TaskRef", "Workflow"]
 
@@ -353,13 +354,22 @@ class Workflow:
 
     def spec(self) -> WorkflowSpec:
         """The validated definition (raises :class:`DefinitionError`)."""
-        tasks = tuple(
-            TaskSpec(**{**t, "upstream": tuple(t["upstream"])}) for t in self._tasks.values()
-        )
+        where = self.source or f"workflow {self.name!r}"
+        tasks: list[TaskSpec] = []
+        for t in self._tasks.values():
+            common = {k: v for k, v in t.items() if k not in ("kind", "config")}
+            try:
+                tasks.append(
+                    task_spec(
+                        t["kind"], t["config"], **{**common, "upstream": tuple(t["upstream"])}
+                    )
+                )
+            except TaskDefinitionError as exc:
+                raise DefinitionError(where, exc.problem, hint=exc.hint) from None
         return validate(
             WorkflowSpec(
                 name=self.name,
-                tasks=tasks,
+                tasks=tuple(tasks),
                 params=self.params,
                 max_active_runs=self.max_active_runs,
                 max_duration=self.max_duration,

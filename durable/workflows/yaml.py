@@ -26,14 +26,8 @@ from durable.core.kafka import KafkaTrigger
 from durable.core.retry import RetryPolicy
 from durable.core.s3 import S3Trigger, WebhookTrigger
 from durable.core.schedule import Schedule
-from durable.core.spec import (
-    TASK_KINDS,
-    DefinitionError,
-    ParamSpec,
-    TaskSpec,
-    WorkflowSpec,
-    validate,
-)
+from durable.core.spec import DefinitionError, ParamSpec, WorkflowSpec, validate
+from durable.core.tasks import TASK_KINDS, TaskDefinitionError, TaskSpec, task_spec
 
 __all__ = ["load_yaml_spec", "spec_to_yaml"]
 
@@ -244,19 +238,22 @@ def _task(path: Path, name: Any, body: Any) -> TaskSpec:
             if isinstance(retry, dict)
             else RetryPolicy(max_attempts=retries + 1)
         )
-        return TaskSpec(
+    except TypeError as exc:
+        raise DefinitionError(at, f"task {name!r}: {exc}") from None
+    try:
+        return task_spec(
+            kind,
+            config,
             name=name,
-            kind=kind,  # type: ignore[arg-type]
             upstream=tuple(str(a) for a in after),
-            config=config,
             retry=policy,
             timeout=body.get("timeout"),
             trigger_rule=body.get("trigger_rule", "all_success"),
             produces=tuple(body.get("produces") or ()),
             description=body.get("description") or "",
         )
-    except TypeError as exc:
-        raise DefinitionError(at, f"task {name!r}: {exc}") from None
+    except TaskDefinitionError as exc:
+        raise DefinitionError(at, exc.problem, hint=exc.hint) from None
 
 
 def _param(path: Path, name: str, body: Any, parent: Any) -> ParamSpec:
@@ -305,7 +302,7 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
     tasks: dict[str, Any] = {}
     for t in spec.tasks:
         body: dict[str, Any] = {}
-        config = dict(t.config)
+        config = t.config()
         main_key = _MAIN_KEY.get(t.kind)
         if main_key:
             body[t.kind] = config.pop(main_key)

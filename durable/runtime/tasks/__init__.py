@@ -21,7 +21,17 @@ import aiohttp
 import asyncpg
 
 from durable.core.errors import DurableError, TaskError
-from durable.core.spec import TaskSpec
+from durable.core.tasks import (
+    HttpTask,
+    MapTask,
+    NoopTask,
+    PythonTask,
+    ShellTask,
+    SleepTask,
+    SqlTask,
+    SwitchTask,
+    TaskSpec,
+)
 from durable.workflows.context import TaskContext, render_template
 
 __all__ = ["Resources", "call_python", "render", "run_task"]
@@ -149,25 +159,24 @@ async def run_task(
     """Run one attempt of ``spec``; returns its output."""
     from durable.runtime.tasks import http, shell, sql
 
-    match spec.kind:
-        case "python" | "map":
+    match spec:
+        case PythonTask() | MapTask():
             return await call_python(callable_for(spec.name), ctx, resources.threads)
-        case "shell":
+        case ShellTask():
             return await shell.run(spec, ctx)
-        case "http":
+        case HttpTask():
             return await http.run(spec, ctx, await resources.http())
-        case "sql":
+        case SqlTask():
             return await sql.run(spec, ctx, resources)
-        case "switch":
-            if spec.config.get("callable"):
+        case SwitchTask():
+            if spec.callable:
                 return await call_python(callable_for(spec.name), ctx, resources.threads)
-            value = ctx.upstream.get(spec.config.get("on", ""))
-            key = spec.config.get("key")
-            if key is not None:
-                value = value.get(key) if isinstance(value, dict) else None
+            value = ctx.upstream.get(spec.on or "")
+            if spec.key:
+                value = value.get(spec.key) if isinstance(value, dict) else None
             return value if isinstance(value, list) else str(value)
-        case "sleep":
+        case SleepTask():
             return {"slept_until": not_before.isoformat() if not_before else None}
-        case "noop":
+        case NoopTask():
             return None
     raise TaskError(f"unknown task type {spec.kind!r}", retryable=False)  # pragma: no cover

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+from msgspec import UNSET
 
 from durable.core.errors import TaskError
-from durable.core.spec import TaskSpec
+from durable.core.tasks import HttpTask
 from durable.workflows.context import TaskContext
 
 __all__ = ["run"]
@@ -15,34 +16,33 @@ __all__ = ["run"]
 _MAX_BODY = 1_000_000
 
 
-async def run(spec: TaskSpec, ctx: TaskContext, session: aiohttp.ClientSession) -> Any:
+async def run(spec: HttpTask, ctx: TaskContext, session: aiohttp.ClientSession) -> Any:
     from durable.runtime.tasks import render
 
-    cfg = render(spec.config, ctx)
-    expect = cfg.get("expect") or list(range(200, 300))
-    headers = {"Idempotency-Key": ctx.idempotency_key, **(cfg.get("headers") or {})}
+    url: str = render(spec.url, ctx)
+    method: str = "GET" if spec.method is UNSET else render(spec.method, ctx)
+    expect = spec.expect or list(range(200, 300))
+    headers = {"Idempotency-Key": ctx.idempotency_key, **render(spec.headers or {}, ctx)}
     timeout = aiohttp.ClientTimeout(total=spec.timeout or 30)
     try:
         async with session.request(
-            cfg.get("method", "GET"),
-            cfg["url"],
+            method,
+            url,
             headers=headers,
-            json=cfg.get("json"),
-            data=cfg.get("body"),
+            json=None if spec.json is UNSET else render(spec.json, ctx),
+            data=None if spec.body is UNSET else render(spec.body, ctx),
             timeout=timeout,
         ) as response:
             raw = await response.content.read(_MAX_BODY)
             status = response.status
             is_json = response.content_type == "application/json"
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise TaskError(
-            f"{cfg['url']}: {type(exc).__name__}: {exc}", type="HTTPConnectionError"
-        ) from None
+        raise TaskError(f"{url}: {type(exc).__name__}: {exc}", type="HTTPConnectionError") from None
     text = raw.decode(errors="replace")
-    ctx.log.info("%s %s -> %s", cfg.get("method", "GET"), cfg["url"], status)
+    ctx.log.info("%s %s -> %s", method, url, status)
     if status not in expect:
         raise TaskError(
-            f"{cfg['url']} answered {status}: {text[:200]}",
+            f"{url} answered {status}: {text[:200]}",
             retryable=status >= 500 or status == 429,
             type="HTTPStatusError",
         )

@@ -10,7 +10,7 @@ import signal
 from typing import Any
 
 from durable.core.errors import TaskError
-from durable.core.spec import TaskSpec
+from durable.core.tasks import ShellTask
 from durable.workflows.context import TaskContext
 
 __all__ = ["run"]
@@ -18,20 +18,20 @@ __all__ = ["run"]
 _TAIL = 20
 
 
-async def run(spec: TaskSpec, ctx: TaskContext) -> Any:
+async def run(spec: ShellTask, ctx: TaskContext) -> Any:
     from durable.runtime.tasks import render
 
-    command = render(spec.config["command"], ctx)
+    command = render(spec.command, ctx)
     env = {
         **os.environ,
-        **render(spec.config.get("env") or {}, ctx),
+        **render(spec.env or {}, ctx),
         "DURABLE_RUN_ID": ctx.run_id,
         "DURABLE_TASK": ctx.task,
         "DURABLE_ATTEMPT": str(ctx.attempt),
         "DURABLE_IDEMPOTENCY_KEY": ctx.idempotency_key,
         "DURABLE_LOGICAL_DATE": ctx.logical_date or "",
     }
-    limit_mb = spec.config.get("max_memory_mb")
+    limit_mb = spec.max_memory_mb or None
 
     def limits() -> None:  # runs in the child, before exec
         if limit_mb:
@@ -45,7 +45,7 @@ async def run(spec: TaskSpec, ctx: TaskContext) -> Any:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
-        cwd=spec.config.get("cwd") or None,
+        cwd=spec.cwd or None,
         env=env,
         start_new_session=True,  # its own process group: killed together
         preexec_fn=limits if limit_mb else None,

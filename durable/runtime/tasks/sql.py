@@ -11,7 +11,7 @@ import asyncpg
 import msgspec
 
 from durable.core.errors import TaskError
-from durable.core.spec import TaskSpec
+from durable.core.tasks import SqlTask
 from durable.workflows.context import TaskContext
 
 __all__ = ["execute", "run"]
@@ -19,19 +19,19 @@ __all__ = ["execute", "run"]
 _MAX_ROWS = 1000
 
 
-async def run(spec: TaskSpec, ctx: TaskContext, resources: Any) -> Any:
-    pool = await resources.sql_pool(spec.config.get("connection", "durable"))
+async def run(spec: SqlTask, ctx: TaskContext, resources: Any) -> Any:
+    pool = await resources.sql_pool(spec.connection_name)
     async with pool.acquire() as conn:
         return await execute(conn, spec, ctx)
 
 
-async def execute(conn: asyncpg.Connection, spec: TaskSpec, ctx: TaskContext) -> Any:
+async def execute(conn: asyncpg.Connection, spec: SqlTask, ctx: TaskContext) -> Any:
     """Run the task's statement on ``conn``: rows of a query, or the command status."""
     from durable.runtime.tasks import render
 
-    args = render(spec.config.get("args") or [], ctx)
+    args = render(spec.args or [], ctx)
     try:
-        statement = await conn.prepare(spec.config["query"])
+        statement = await conn.prepare(spec.query)
         types = [t.name for t in statement.get_parameters()]
         if len(args) != len(types):
             raise TaskError(
