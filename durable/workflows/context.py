@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
-__all__ = ["TaskContext", "TaskLog", "render_template"]
+__all__ = ["TaskContext", "TaskLog"]
 
 
 class TaskLog:
@@ -98,25 +95,3 @@ class TaskContext:
                 self.data_interval_end.isoformat() if self.data_interval_end else None
             ),
         }
-
-
-_TEMPLATE = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
-
-
-def render_template(text: str, values: dict[str, Any]) -> str:
-    """Replace ``${params.date}``, ``${upstream.fetch.rows}``, ``${run_id}`` … in ``text``."""
-
-    def lookup(match: re.Match[str]) -> str:
-        value: Any = values
-        for part in match.group(1).split("."):
-            if isinstance(value, dict) and part in value:
-                value = value[part]
-            else:
-                raise KeyError(match.group(0))
-        if value is None:
-            return ""
-        if isinstance(value, str):
-            return value
-        return msgspec.json.encode(value).decode()  # numbers, lists, dicts: as JSON
-
-    return _TEMPLATE.sub(lookup, text)

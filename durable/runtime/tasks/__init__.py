@@ -32,7 +32,9 @@ from durable.core.tasks import (
     SwitchTask,
     TaskSpec,
 )
-from durable.workflows.context import TaskContext, render_template
+from durable.core.templates import Place, TemplateError
+from durable.core.templates import render as render_template
+from durable.workflows.context import TaskContext
 
 __all__ = ["Resources", "call_python", "render", "run_task"]
 
@@ -91,21 +93,22 @@ class Resources:
             await pool.close()
 
 
-def render(value: Any, ctx: TaskContext) -> Any:
-    """Templates (``${params.date}``) in strings, lists and dicts of a task's config."""
+def render(value: Any, ctx: TaskContext, place: Place = "text") -> Any:
+    """Templates (``${params.date}``) in strings, lists and dicts of a task's config,
+    each value made safe for the ``place`` it lands in (:mod:`durable.core.templates`)."""
     if isinstance(value, str):
         try:
-            return render_template(value, ctx.template_values())
-        except KeyError as exc:
+            return render_template(value, ctx.template_values(), place)
+        except TemplateError as exc:
             raise TaskError(
-                f"template {exc.args[0]} names nothing (params: {', '.join(ctx.params) or '-'})",
+                f"{exc.message} (params: {', '.join(ctx.params) or '-'})",
                 retryable=False,
                 type="TemplateError",
             ) from None
     if isinstance(value, list):
-        return [render(v, ctx) for v in value]
+        return [render(v, ctx, place) for v in value]
     if isinstance(value, dict):
-        return {k: render(v, ctx) for k, v in value.items()}
+        return {k: render(v, ctx, place) for k, v in value.items()}
     return value
 
 

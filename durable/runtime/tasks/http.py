@@ -19,10 +19,10 @@ _MAX_BODY = 1_000_000
 async def run(spec: HttpTask, ctx: TaskContext, session: aiohttp.ClientSession) -> Any:
     from durable.runtime.tasks import render
 
-    url: str = render(spec.url, ctx)
-    method: str = "GET" if spec.method is UNSET else render(spec.method, ctx)
+    url: str = render(spec.url, ctx, "url")
+    method: str = "GET" if spec.method is UNSET else render(spec.method, ctx, "header")
     expect = spec.expect or list(range(200, 300))
-    headers = {"Idempotency-Key": ctx.idempotency_key, **render(spec.headers or {}, ctx)}
+    headers = {"Idempotency-Key": ctx.idempotency_key, **render(spec.headers or {}, ctx, "header")}
     timeout = aiohttp.ClientTimeout(total=spec.timeout or 30)
     try:
         async with session.request(

@@ -21,7 +21,8 @@ _TAIL = 20
 async def run(spec: ShellTask, ctx: TaskContext) -> Any:
     from durable.runtime.tasks import render
 
-    command = render(spec.command, ctx)
+    # values are quoted for the shell: each is one word, never code
+    command = render(spec.command, ctx, "shell")
     env = {
         **os.environ,
         **render(spec.env or {}, ctx),
@@ -45,7 +46,7 @@ async def run(spec: ShellTask, ctx: TaskContext) -> Any:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
-        cwd=spec.cwd or None,
+        cwd=render(spec.cwd, ctx, "path") if spec.cwd else None,
         env=env,
         start_new_session=True,  # its own process group: killed together
         preexec_fn=limits if limit_mb else None,
