@@ -104,6 +104,11 @@ class Executor:
         one line when it goes, one when it is back, for the whole executor."""
         self.wakeups = Outage("PostgreSQL wake-ups (LISTEN)", log)
 
+    @property
+    def listening(self) -> bool:
+        """Wake-ups are heard (else the claim loop polls at the outage's pace)."""
+        return self._watch is not None and not self._watch.lost
+
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then stop every run cleanly and let go of them."""
         await register_versions(self.store, self.registry)
@@ -119,7 +124,7 @@ class Executor:
                     self.database.failed(exc)
                 else:
                     self.database.ok()
-                    if self._watch is None or self._watch.lost:
+                    if not self.listening:
                         await self._listen()
                 await self._pause(stop)
         finally:
@@ -140,7 +145,7 @@ class Executor:
         timeout = self.poll_interval
         if self.database.down:
             timeout = min(timeout, self.database.delay())
-        elif self._watch is None or self._watch.lost:
+        elif not self.listening:
             timeout = min(timeout, self.wakeups.delay())
         waiter = asyncio.create_task(self._wake.wait())
         stopper = asyncio.create_task(stop.wait())
