@@ -158,7 +158,7 @@ class Executor:
             stopper.cancel()
 
     async def _listen(self) -> None:
-        """Listen for wake-ups (again, after the connection was lost); the poll finds the
+        """Subscribe to wake-ups (again, after the connection was lost); the poll finds the
         work meanwhile."""
         again = self._watch is not None or self.wakeups.down
         if self._watch is not None:
