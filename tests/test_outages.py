@@ -6,7 +6,6 @@ no tracebacks, no flood."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from durable.store import connect
 from durable.workflows import load_workflows
 from tests import pgcontrol
 from tests.faultproxy import FaultProxy
+from tests.own_postgres import Postgres, own_postgres_in
 from tests.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -60,27 +60,9 @@ def t5(t4):
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-class Postgres:
-    """A PostgreSQL of the test's own, which it may stop and start."""
-
-    def __init__(self, datadir: Path, url: str) -> None:
-        self.datadir = datadir
-        self.url = url
-
-    @property
-    def socket(self) -> str:
-        return str(self.datadir / ".s.PGSQL.5432")
-
-
 @pytest.fixture
 def own_postgres(tmp_path: Path) -> Iterator[Postgres]:
-    import pgserver
-
-    datadir = tmp_path / "pg"
-    server = pgserver.get_server(datadir, cleanup_mode=None)  # type: ignore[attr-defined]
-    yield Postgres(datadir, str(server.get_uri()))
-    with contextlib.suppress(subprocess.CalledProcessError):
-        pgcontrol.stop(datadir)
+    yield from own_postgres_in(tmp_path)
 
 
 class Up:

@@ -108,7 +108,7 @@ def test_today_decides_what_the_history_recorded(
 
 
 def replay(name: str, records: list[Recorded], spec: WorkflowSpec) -> None:
-    state = evolve(None, records[0])  # run_created: start_run's, not a decision
+    state = evolve(None, records[0])  # run_created: create_run's, not a decision
     i = 1
     while i < len(records):
         given = input_for(state, records[i])

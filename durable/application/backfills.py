@@ -29,9 +29,11 @@ from durable.core.backfill import (
     PauseBackfill,
     RequestBackfill,
     ResumeBackfill,
+    backfill_outcome,
     backfill_state,
     decide_backfill,
     intervals,
+    same_request,
 )
 from durable.core.decide import Cancel, CommandRejected, Rerun
 from durable.core.errors import DurableError, IdempotencyConflict
@@ -42,7 +44,9 @@ from durable.store.base import EventStore
 
 __all__ = [
     "BackfillPlan",
+    "BackfillSummary",
     "backfill_progress",
+    "backfill_summaries",
     "cancel_backfill",
     "list_backfills",
     "plan_backfill",
@@ -228,6 +232,35 @@ async def list_backfills(store: EventStore) -> list[tuple[BackfillState, Counter
         state = await load_backfill(store, stream_id.split(":", 1)[1])
         out.append((state, await backfill_progress(store, state)))
     return out
+
+
+class BackfillSummary(msgspec.Struct, kw_only=True):
+    """A backfill as an operator sees it: its state, the statuses of its intervals'
+    runs, what it amounts to (:func:`~durable.core.backfill.backfill_outcome`), and the
+    earlier identical request it repeats, if any."""
+
+    state: BackfillState
+    progress: dict[str, int]
+    status: str
+    repeat_of: str | None = None
+
+
+async def backfill_summaries(store: EventStore) -> list[BackfillSummary]:
+    """The latest backfills, newest first, each with its outcome so far."""
+    rows = await list_backfills(store)
+    summaries = [
+        BackfillSummary(state=state, progress=progress, status=backfill_outcome(state, progress))
+        for state, progress in rows
+    ]
+    earlier: list[BackfillSummary] = []
+    for summary in reversed(summaries):  # oldest first
+        original = next(
+            (e for e in earlier if same_request(e.state.request, summary.state.request)), None
+        )
+        if original is not None:
+            summary.repeat_of = original.state.request.backfill_id
+        earlier.append(summary)
+    return summaries
 
 
 async def set_backfill_paused(

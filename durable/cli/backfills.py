@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ from rich.table import Table
 
 from durable.application.backfills import (
     backfill_progress,
+    backfill_summaries,
     cancel_backfill,
-    list_backfills,
     load_backfill,
     plan_backfill,
     request_backfill,
@@ -136,7 +137,7 @@ def backfills(click_ctx: click.Context) -> None:
     ctx: Context = click_ctx.obj
 
     async def go(store: EventStore) -> list[Any]:
-        return await list_backfills(store)
+        return await backfill_summaries(store)
 
     rows = ctx.run(go)
     if not rows:
@@ -156,15 +157,19 @@ def backfills(click_ctx: click.Context) -> None:
         "waiting",
     ):
         table.add_column(name)
-    for state, progress in rows:
-        r = state.request
-        waiting = r.intervals - sum(progress.values()) + progress["pending"]
+    for summary in rows:
+        r = summary.state.request
+        progress = Counter(summary.progress)
+        waiting = max(0, r.intervals - sum(progress.values()) + progress["pending"])
+        status = summary.status
+        if summary.repeat_of is not None:
+            status += f" (repeats {summary.repeat_of})"
         table.add_row(
             r.backfill_id,
             r.workflow,
             when(r.start)[:16],
             when(r.end)[:16],
-            state.status,
+            status,
             str(r.intervals),
             str(progress["succeeded"]),
             str(progress["failed"] + progress["cancelled"]),

@@ -7,7 +7,7 @@ happens to existing runs is the backfill's ``reprocess`` policy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TypeAlias, assert_never
 
@@ -32,10 +32,12 @@ __all__ = [
     "PauseBackfill",
     "RequestBackfill",
     "ResumeBackfill",
+    "backfill_outcome",
     "backfill_state",
     "decide_backfill",
     "evolve_backfill",
     "intervals",
+    "same_request",
 ]
 
 
@@ -86,6 +88,33 @@ def evolve_backfill(state: BackfillState | None, event: BackfillEvent) -> Backfi
             return state
         case _:
             assert_never(event)
+
+
+_ENDED = ("succeeded", "failed", "cancelled")
+
+
+def backfill_outcome(state: BackfillState, progress: Mapping[str, int]) -> str:
+    """What a backfill amounts to, given the statuses of the runs covering its intervals
+    (``progress``): ``running`` or ``paused`` while runs remain, ``cancelled`` once
+    cancelled, and, once every interval's run ended, ``succeeded`` — or ``failed`` when
+    any of them failed or was cancelled."""
+    if state.status == "cancelled":
+        return "cancelled"
+    if sum(progress.get(s, 0) for s in _ENDED) < state.request.intervals:
+        return state.status
+    return "failed" if progress.get("failed", 0) or progress.get("cancelled", 0) else "succeeded"
+
+
+def same_request(a: BackfillRequested, b: BackfillRequested) -> bool:
+    """Whether two requests ask for the same thing (a repeat creates no new runs unless
+    its ``reprocess`` reruns them)."""
+    return (a.workflow, a.start, a.end, a.reprocess, a.max_parallel) == (
+        b.workflow,
+        b.start,
+        b.end,
+        b.reprocess,
+        b.max_parallel,
+    )
 
 
 # -- decisions on a backfill's stream ---------------------------------------------------

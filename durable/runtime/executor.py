@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from durable.application.runs import register_versions
 from durable.core.errors import StoreError
 from durable.runtime.driver import RunDriver
+from durable.runtime.outage import Outage
 from durable.runtime.tasks import Resources
 from durable.store.base import EventStore, Watch
 from durable.workflows.loader import WorkflowRegistry
@@ -28,6 +29,9 @@ from durable.workflows.loader import WorkflowRegistry
 __all__ = ["Executor", "Slots"]
 
 log = logging.getLogger("durable.runtime.executor")
+
+STORE_TIMEOUT = 30.0
+"""Seconds a claim may take before it counts as PostgreSQL being away."""
 
 
 def _utcnow() -> datetime:
@@ -101,6 +105,15 @@ class Executor:
         self.claim_rounds = 0  # claim rounds done, failed ones too (a test's sign)
         self._wake = asyncio.Event()
         self._watch: Watch | None = None
+        self.database = Outage("PostgreSQL", log)
+        """The executor's view of PostgreSQL, shared by its loops and its run drivers:
+        one line when it goes, one when it is back, for the whole executor."""
+        self.wakeups = Outage("PostgreSQL wake-ups (LISTEN)", log)
+
+    @property
+    def listening(self) -> bool:
+        """Wake-ups are heard (else the claim loop polls at the outage's pace)."""
+        return self._watch is not None and not self._watch.lost
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then stop every run cleanly and let go of them."""
@@ -109,23 +122,21 @@ class Executor:
         heartbeat = asyncio.create_task(self._heartbeat(), name="durable-heartbeat")
         try:
             while not stop.is_set():
+                self._wake.clear()  # before claiming: a wake-up during the claim counts
                 try:
-                    await self._claim()
-                except StoreError as exc:
-                    log.warning("claiming runs failed, will retry: %s", exc)
+                    async with asyncio.timeout(STORE_TIMEOUT):
+                        await self._claim()
+                except (StoreError, TimeoutError) as exc:
+                    self.database.failed(exc)
+                else:
+                    self.database.ok()
+                    if not self.listening:
+                        await self._listen()
                 self.claim_rounds += 1
-                self._wake.clear()
-                waiter = asyncio.create_task(self._wake.wait())
-                stopper = asyncio.create_task(stop.wait())
-                await asyncio.wait(
-                    {waiter, stopper},
-                    timeout=self.poll_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                waiter.cancel()
-                stopper.cancel()
+                await self._pause(stop)
         finally:
             heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
             drivers = list(self.drivers.values())
             for driver in drivers:
                 driver.shutdown()
@@ -135,11 +146,40 @@ class Executor:
                     await self._watch.close()
             await self.resources.close()
 
+    async def _pause(self, stop: asyncio.Event) -> None:
+        """Until a wake-up, ``stop``, or the next poll: sooner while PostgreSQL or the
+        wake-ups are away (the poll is all there is then)."""
+        timeout = self.poll_interval
+        if self.database.down:
+            timeout = min(timeout, self.database.delay())
+        elif not self.listening:
+            timeout = min(timeout, self.wakeups.delay())
+        waiter = asyncio.create_task(self._wake.wait())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait(
+                {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
     async def _listen(self) -> None:
+        """Subscribe to wake-ups (again, after the connection was lost); the poll finds the
+        work meanwhile."""
+        again = self._watch is not None or self.wakeups.down
+        if self._watch is not None:
+            with contextlib.suppress(StoreError):
+                await self._watch.close()
+            self._watch = None
         try:
             self._watch = await self.store.wakeups.watch(self._wake.set, self._on_control)
-        except StoreError as exc:  # polling still finds the work
-            log.warning("wake-ups unavailable, falling back to polling: %s", exc)
+        except StoreError as exc:
+            self.wakeups.failed(exc)
+            return
+        self.wakeups.ok()
+        if again:
+            self._wake.set()  # wake-ups sent while nobody listened are lost: look again
 
     def _on_control(self, run_id: str) -> None:
         driver = self.drivers.get(run_id)
@@ -151,25 +191,39 @@ class Executor:
     async def _claim(self) -> None:
         free = self.max_runs - len(self.drivers)
         keys = [f"{name}@{version}" for name, version in self.registry.versions()]
+        letting_go = []
         for run_id in await self.leases.claim(keys, min(free, 200)):
             if run_id in self.drivers:
                 # Its driver is letting go right now (it released the lease, it has not
                 # left yet): give the claim back, the next poll takes the run properly.
                 # Kept, the lease would have no driver to renew it, and stall the run.
-                await self.leases.release(run_id)
+                letting_go.append(run_id)
                 continue
             driver = RunDriver(self, run_id)
             self.drivers[run_id] = driver
             driver.start()
+        for run_id in letting_go:
+            await self.leases.release(run_id)
 
     async def _heartbeat(self) -> None:
+        every = self.leases.ttl / 3
+        wait = every
         while True:
-            await asyncio.sleep(self.leases.ttl / 3)
+            await asyncio.sleep(wait)
+            wait = every
+            run_ids = list(self.drivers)
+            if not run_ids:
+                continue  # nothing to renew, and nothing asked of PostgreSQL
             try:
-                held = await self.leases.renew(list(self.drivers))
-            except StoreError as exc:
-                log.warning("heartbeat failed: %s", exc)
+                async with asyncio.timeout(self.leases.ttl):  # past it, the leases lapse
+                    held = await self.leases.renew(run_ids)
+            except (StoreError, TimeoutError) as exc:
+                # renewed as soon as PostgreSQL is back, before other executors take
+                # the expired leases over
+                self.database.failed(exc)
+                wait = min(every, self.database.delay())
                 continue
+            self.database.ok()
             for run_id, driver in list(self.drivers.items()):
                 if run_id not in held and driver.started_before_heartbeat:
                     log.warning("lost the lease on run %s; stopping it here", run_id)

@@ -22,12 +22,16 @@ from durable.core.errors import IdempotencyConflict, StoreError
 from durable.core.events import Trigger
 from durable.core.schedule import due_ticks
 from durable.core.spec import WorkflowSpec
+from durable.runtime.outage import Outage
 from durable.store.base import EventStore, Lead
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["Scheduler"]
 
 log = logging.getLogger("durable.runtime.scheduler")
+
+STORE_TIMEOUT = 30.0
+"""Seconds an election or a leadership check may take before it counts as PostgreSQL being away."""
 
 
 def _utcnow() -> datetime:
@@ -45,6 +49,7 @@ class Scheduler:
         clock: Callable[[], datetime] = _utcnow,
         poll_interval: float = 1.0,
         tolerance: timedelta = timedelta(seconds=60),
+        database: Outage | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -53,34 +58,53 @@ class Scheduler:
         self.tolerance = tolerance
         self.leading = asyncio.Event()
         self.standby_rounds = 0  # times it found another scheduler leading (a test's sign)
+        self.database = database or Outage("PostgreSQL (scheduler)", log)
+        """Where outages are reported: pass the executor's to share its lines."""
 
     @property
     def scheduled(self) -> list[WorkflowSpec]:
         return [w.spec for w in self.registry if w.spec.schedule is not None]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stand by until this process leads, then tick every ``poll_interval``."""
+        """Stand by until this process leads, then tick every ``poll_interval``.
+
+        PostgreSQL going away takes the leadership with it (the lock lives on a
+        connection): the scheduler stops leading, reports the outage once, and stands
+        for election again once the database is back.
+        """
         while not stop.is_set():
-            lead: Lead | None = None
             try:
+                await self._stand(stop)
+            except (StoreError, TimeoutError) as exc:
+                self.database.failed(exc)
+                await self.database.backoff(stop)
+
+    async def _stand(self, stop: asyncio.Event) -> None:
+        """One election, and the leadership it brings until it is lost."""
+        lead: Lead | None = None
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
                 lead = await self.store.leadership.try_lead("scheduler")
-                if lead is not None:
-                    self.leading.set()
-                    log.info("scheduler: leading")
-                    while not stop.is_set():
-                        await self.tick()
-                        await lead.check()  # still connected, still leading
-                        await _wait(stop, self.poll_interval)
-                else:
-                    self.standby_rounds += 1
-                    await _wait(stop, self.poll_interval)
-            except StoreError as exc:
-                log.warning("scheduler: %s; retrying", exc)
+            self.database.ok()
+            if lead is None:
+                self.standby_rounds += 1
                 await _wait(stop, self.poll_interval)
-            finally:
+                return
+            self.leading.set()
+            log.info("scheduler: leading")
+            while not stop.is_set():
+                await self.tick()  # the store's calls carry their own timeouts
+                async with asyncio.timeout(STORE_TIMEOUT):
+                    await lead.check()  # still connected, still leading
+                self.database.ok()
+                await _wait(stop, self.poll_interval)
+        finally:
+            if self.leading.is_set():
                 self.leading.clear()
-                if lead is not None:
-                    await lead.release()
+                if not stop.is_set():
+                    log.info("scheduler: no longer leading")
+            if lead is not None:
+                await lead.release()
 
     async def tick(self) -> list[str]:
         """Create the runs due now; returns the ids of runs created by this call."""

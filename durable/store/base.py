@@ -327,6 +327,12 @@ class Leases(Protocol):
 class Watch(Protocol):
     """A subscription to wake-ups; ``close`` ends it."""
 
+    @property
+    def lost(self) -> bool:
+        """Its connection dropped: wake-ups are missed until the caller watches again
+        (``on_runs`` is called once when it drops)."""
+        ...
+
     async def close(self) -> None: ...
 
 

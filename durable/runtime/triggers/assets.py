@@ -16,6 +16,7 @@ from durable.application.runs import create_run
 from durable.core.errors import IdempotencyConflict, StoreError
 from durable.core.events import Recorded, RunCreated, TaskSucceeded, Trigger
 from durable.core.spec import WorkflowSpec
+from durable.runtime.outage import Outage
 from durable.store.base import EventStore
 from durable.store.rows import AssetUpdate
 from durable.workflows.loader import WorkflowRegistry
@@ -28,7 +29,12 @@ READER = "assets"
 
 class AssetService:
     def __init__(
-        self, store: EventStore, registry: WorkflowRegistry, *, poll_interval: float = 1.0
+        self,
+        store: EventStore,
+        registry: WorkflowRegistry,
+        *,
+        poll_interval: float = 1.0,
+        database: Outage | None = None,
     ) -> None:
         self.store = store
         self.poll_interval = poll_interval
@@ -37,15 +43,20 @@ class AssetService:
             for asset in loaded.spec.on_assets:
                 self.consumers.setdefault(asset, []).append(loaded.spec)
         self.position = 0
+        self.database = database or Outage("PostgreSQL (asset trigger)", log)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Follow the log until ``stop``; PostgreSQL going away is reported once, and the
+        log is read on from the stored position once it is back."""
         while not stop.is_set():
             try:
-                if not await self.catch_up():
+                read = await self.catch_up()
+                self.database.ok()
+                if not read:
                     await self.store.wait_for_events(self.position, self.poll_interval)
             except StoreError as exc:
-                log.warning("asset trigger: %s; retrying", exc)
-                await asyncio.sleep(self.poll_interval)
+                self.database.failed(exc)
+                await self.database.backoff(stop)
 
     async def catch_up(self) -> int:
         """Process one page of the log past the stored position; returns events read."""

@@ -4,7 +4,9 @@ Each poll lists the rule's prefix (paginated) and starts one run per object vers
 seen before. The runs' dedup keys (``s3:{workflow}:{bucket}:{key}:{etag or version}``)
 are the persisted cursor: a restart loses nothing and doubles nothing, and an object
 overwritten with new content (a new etag) is a new version, so it starts a run too.
-Endpoint errors are logged and retried on the next poll; they never stop the service.
+The endpoint or PostgreSQL going away never stops the service: each is reported once
+when it goes and once when it is back (:class:`~durable.runtime.outage.Outage`), and
+the poll resumes by itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 from typing import Any
 
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -23,12 +26,16 @@ from durable.core.errors import IdempotencyConflict, StoreError
 from durable.core.events import Trigger
 from durable.core.s3 import S3Object, S3Trigger, object_dedup_key, object_params
 from durable.core.spec import DefinitionError, WorkflowSpec
+from durable.runtime.outage import Outage
 from durable.store.base import EventStore
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["S3PollingService"]
 
 log = logging.getLogger("durable.runtime.triggers.s3")
+
+# An endpoint that stalls fails the poll in seconds, not minutes.
+_CLIENT_CONFIG = AioConfig(connect_timeout=10, read_timeout=30, retries={"max_attempts": 2})
 
 
 class S3PollingService:
@@ -40,6 +47,7 @@ class S3PollingService:
         endpoint_url: str | None = None,
         region: str | None = None,
         poll_interval: float = 5.0,
+        database: Outage | None = None,
     ) -> None:
         self.store = store
         self.endpoint_url = endpoint_url or os.environ.get("DURABLE_S3_ENDPOINT")
@@ -47,6 +55,8 @@ class S3PollingService:
         self.poll_interval = poll_interval
         self.rules = [(w.spec, rule) for w in registry for rule in w.spec.s3]
         self.polls = 0
+        self.endpoint = Outage(f"object storage ({self.endpoint_url or 'AWS'})", log)
+        self.database = database or Outage("PostgreSQL (S3 trigger)", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.rules:
@@ -55,25 +65,45 @@ class S3PollingService:
         while not stop.is_set():
             try:
                 async with session.create_client(
-                    "s3", endpoint_url=self.endpoint_url, region_name=self.region
+                    "s3",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region,
+                    config=_CLIENT_CONFIG,
                 ) as client:
                     while not stop.is_set():
-                        for spec, rule in self.rules:
-                            try:
-                                await self.poll(client, spec, rule)
-                            except (BotoCoreError, ClientError, OSError, StoreError) as exc:
-                                log.warning(
-                                    "s3://%s/%s: %s; retrying next poll",
-                                    rule.bucket,
-                                    rule.prefix,
-                                    exc,
-                                )
+                        if not await self._pass(client):
+                            break  # a fresh client (and connections) for the next try
                         self.polls += 1
-                        await _pause(stop, self.poll_interval)
+                        await self._pause(stop)
             except (BotoCoreError, ClientError, OSError) as exc:  # e.g. no credentials
-                log.warning("object storage client: %s; retrying", exc)
-                self.polls += 1
-                await _pause(stop, self.poll_interval)
+                self.endpoint.failed(exc)
+            self.polls += 1
+            await self._pause(stop)
+
+    async def _pass(self, client: Any) -> bool:
+        """Poll every rule once; False when the endpoint failed."""
+        endpoint_failed = database_failed = False
+        for spec, rule in self.rules:
+            try:
+                await self.poll(client, spec, rule)
+            except StoreError as exc:
+                self.database.failed(exc)
+                database_failed = True
+            except (BotoCoreError, ClientError, OSError) as exc:
+                self.endpoint.failed(f"s3://{rule.bucket}/{rule.prefix}: {exc}")
+                endpoint_failed = True
+        if not endpoint_failed:
+            self.endpoint.ok()
+        if not database_failed:
+            self.database.ok()
+        return not endpoint_failed
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        seconds = self.poll_interval
+        for outage in (self.endpoint, self.database):
+            if outage.down:  # back off while away, however short the poll interval
+                seconds = max(seconds, outage.delay())
+        await _pause(stop, seconds)
 
     async def poll(self, client: Any, spec: WorkflowSpec, rule: S3Trigger) -> list[str]:
         """One pass over the prefix; returns the ids of the runs it started."""

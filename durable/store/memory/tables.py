@@ -376,6 +376,10 @@ class _MemoryWatch:
         self._wakeups = wakeups
         self._key = key
 
+    @property
+    def lost(self) -> bool:
+        return False  # nothing to lose in memory
+
     async def close(self) -> None:
         self._wakeups.watchers.pop(self._key, None)
 

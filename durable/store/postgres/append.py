@@ -116,6 +116,18 @@ SELECT a.stream_id, a.seq, a.position, a.recorded_at,
 FROM appended a
 """
 
+# Inside a caller's transaction (a transactional SQL task), now() is when that
+# transaction began, before the task's own SQL ran: its completion is stamped with the
+# time of the append statement instead. The events' recorded_at is set explicitly (its
+# column default is now()). Group commits keep the statement above, unchanged.
+_APPEND_IN_TRANSACTION_SQL = _APPEND_BATCH_SQL.replace("now()", "statement_timestamp()").replace(
+    """INSERT INTO durable.events (stream_id, seq, type, version, data)
+    SELECT e.stream_id, e.seq, e.type, e.version, e.data""",
+    """INSERT INTO durable.events (stream_id, seq, type, version, data, recorded_at)
+    SELECT e.stream_id, e.seq, e.type, e.version, e.data, statement_timestamp()""",
+)
+assert "now()" not in _APPEND_IN_TRANSACTION_SQL and "recorded_at)" in _APPEND_IN_TRANSACTION_SQL
+
 RUN_COLUMNS = (
     "run_id, workflow, version, status, trigger_kind, idempotency_key, params, logical_time, "
     "created_at, started_at, finished_at, updated_at, last_seq, trigger_source"
@@ -245,7 +257,8 @@ async def write_batch(
     conn: asyncpg.Connection, batch: list[Append]
 ) -> list[list[Recorded] | BaseException]:
     params = _batch_parameters(batch)
-    rows = await conn.fetch(_APPEND_BATCH_SQL, APPEND_LOCK, *params)
+    sql = _APPEND_IN_TRANSACTION_SQL if conn.is_in_transaction() else _APPEND_BATCH_SQL
+    rows = await conn.fetch(sql, APPEND_LOCK, *params)
     placed: dict[str, list[tuple[int, datetime]]] = {}
     for r in rows:
         placed.setdefault(r[0], []).append((r[2], r[3]))

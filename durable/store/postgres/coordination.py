@@ -4,6 +4,7 @@ lock with the connection and a standby takes over)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from typing import Any
@@ -23,8 +24,15 @@ _ROLES = {"scheduler": 0x6475_7261_626C_7301}
 class _PgWatch:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self.closing = False
+
+    @property
+    def lost(self) -> bool:
+        """The connection dropped: wake-ups are no longer heard."""
+        return self._conn.is_closed() and not self.closing
 
     async def close(self) -> None:
+        self.closing = True
         with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
             await self._conn.close(timeout=5)
 
@@ -40,15 +48,24 @@ class PgWakeUps:
         def control(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             on_control(payload)
 
+        def terminated(_conn: Any) -> None:
+            # wake-ups sent from now on are missed: the watcher looks for work, and
+            # finds the watch lost
+            if not watch.closing:
+                on_runs()
+
         with translated("listening for wake-ups"):
             conn = await asyncpg.connect(self._dsn, timeout=10)
             try:
-                await conn.add_listener(RUNS_CHANNEL, lambda *_: on_runs())
-                await conn.add_listener(CONTROL_CHANNEL, control)
+                async with asyncio.timeout(10):
+                    await conn.add_listener(RUNS_CHANNEL, lambda *_: on_runs())
+                    await conn.add_listener(CONTROL_CHANNEL, control)
             except BaseException:
                 conn.terminate()
                 raise
-        return _PgWatch(conn)
+        watch = _PgWatch(conn)
+        conn.add_termination_listener(terminated)
+        return watch
 
     async def notify_runs(self, reason: str) -> None:
         await self._notify(RUNS_CHANNEL, reason)
