@@ -248,7 +248,7 @@ async def test_connection_faults_mid_run(
     up = Up(via, chain, "--max-tasks", "64", "--http", f"127.0.0.1:{port}")
     api = f"http://127.0.0.1:{port}"
     try:
-        up.wait_for("HTTP API on")
+        await asyncio.to_thread(up.wait_for, "HTTP API on")  # the proxy runs on this loop
         runs = await _create_runs(direct, chain, 100)
         await _wait_ended(direct, 10)
         went = time.monotonic()
@@ -268,7 +268,12 @@ async def test_connection_faults_mid_run(
                 proxy.slow(0.02)
                 await asyncio.sleep(3)
                 proxy.slow(0)
-            took = await _wait_all_ended(direct, len(runs), timeout=30)
+            try:
+                took = await _wait_all_ended(direct, len(runs), timeout=30)
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc}; durable up said:\n" + "\n".join(up.since(0))
+                ) from None
             status, _ = await _health(session, api)
             assert status == 200
         statuses = await _check_log(direct, runs)
@@ -276,4 +281,4 @@ async def test_connection_faults_mid_run(
         _quiet(up.since(went), bound=12)
         print(f"{fault}: all 100 runs ended {took:.1f} s after the link healed")
     finally:
-        assert up.stop() == 0
+        assert await asyncio.to_thread(up.stop) == 0

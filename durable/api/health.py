@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from durable.api import schemas as s
 from durable.api.metrics import render_metrics
-from durable.api.routing import ApiError, Call, resource, route
+from durable.api.routing import Call, resource, route
+from durable.core.errors import StoreError, StoreUnavailable
 
 __all__ = ["ROUTES"]
 
@@ -45,9 +48,11 @@ async def healthz(call: Call[None, None]) -> s.Health:
 )
 async def readyz(call: Call[None, None]) -> s.Health:
     try:
-        await call.deps.store.last_position()
-    except Exception as exc:  # any failure to reach the database means "not ready"
-        raise ApiError(503, "database unreachable", str(exc)) from exc
+        async with asyncio.timeout(5):
+            await call.deps.store.last_position()
+    except (StoreError, TimeoutError) as exc:  # any failure to reach it: "not ready"
+        # answered 503 with Retry-After, as every route while the database is away
+        raise StoreUnavailable(f"the database does not answer: {exc or 'timed out'}") from exc
     return s.Health(status="ready")
 
 

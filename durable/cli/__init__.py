@@ -42,7 +42,7 @@ class Context:
                 env["DURABLE_DATABASE_URL"] = self.database_url
             database = resolve_database(env)
             self.description = database.description
-            store = await connect(database.url, min_size=1, max_size=4)
+            store = await connect(database.url, max_size=4)
             try:
                 return await work(store)
             finally:

@@ -134,7 +134,7 @@ def up(
         executor = Executor(
             store, registry, max_tasks=max_tasks, max_runs=max_runs, lease_seconds=lease
         )
-        scheduler = Scheduler(store, registry)
+        scheduler = Scheduler(store, registry, database=executor.database)
         scheduling = asyncio.create_task(scheduler.run(stop)) if scheduler.scheduled else None
         consuming = None
         if any(w.spec.kafka for w in registry):
@@ -168,10 +168,14 @@ def up(
             click.echo(f"durable up: HTTP API on http://{host or '127.0.0.1'}:{port}", err=True)
         polling = None
         if any(w.spec.s3 for w in registry):
-            polling = asyncio.create_task(S3PollingService(store, registry).run(stop))
+            polling = asyncio.create_task(
+                S3PollingService(store, registry, database=executor.database).run(stop)
+            )
         tracking = None
         if any(w.spec.on_assets or any(t.produces for t in w.spec.tasks) for w in registry):
-            tracking = asyncio.create_task(AssetService(store, registry).run(stop))
+            tracking = asyncio.create_task(
+                AssetService(store, registry, database=executor.database).run(stop)
+            )
         for background in (executing, scheduling, consuming, polling, tracking):
             if background is not None:
                 await background

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from durable.core.backfill import backfill_state
-from durable.core.errors import ConcurrencyConflict, DurableError, StoreError, TaskError
+from durable.core.errors import (
+    ConcurrencyConflict,
+    DurableError,
+    StoreError,
+    StoreUnavailable,
+    TaskError,
+)
 from durable.core.events import (
     ErrorInfo,
     Event,
@@ -111,6 +117,8 @@ class RunDriver:
             await self._drive()
         except asyncio.CancelledError:
             self._stop = self._stop or "shutdown"
+        except StoreError as exc:  # the executor's outage line says it; claimed again later
+            self.ex.database.failed(exc)
         except Exception:
             log.exception("run %s: driver failed; releasing it for another try", self.run_id)
         finally:
@@ -270,8 +278,16 @@ class RunDriver:
             recorded = await self.ex.store.append(self.stream, self.state.last_seq, events)
         except ConcurrencyConflict:
             await self._refresh()
-            if self.run_id not in await self.ex.leases.renew([self.run_id]):
+            try:
+                held = await self.ex.leases.renew([self.run_id])
+            except StoreUnavailable as exc:
+                await self._recover(exc)
+                return False
+            if self.run_id not in held:
                 self.lease_lost()
+            return False
+        except StoreUnavailable as exc:
+            await self._recover(exc)  # the append may have committed: the log will say
             return False
         for r in recorded:
             self.state = evolve(self.state, r)
@@ -280,9 +296,37 @@ class RunDriver:
 
     async def _refresh(self) -> None:
         assert self.state is not None
-        for r in await self.ex.store.read_stream(self.stream, self.state.last_seq):
+        try:
+            records = await self.ex.store.read_stream(self.stream, self.state.last_seq)
+        except StoreUnavailable as exc:
+            await self._recover(exc)
+            return
+        for r in records:
             self.state = evolve(self.state, r)
         self._after_change()
+
+    async def _recover(self, exc: StoreUnavailable) -> None:
+        """PostgreSQL went away mid-call: wait (with the executor's backoff, reporting to
+        its one outage line) until it answers, then catch up with the log — an append
+        whose answer was lost may have committed — and advance again from there. A slot
+        taken meanwhile was given back by the caller; running attempts keep running and
+        report when they end."""
+        assert self.state is not None
+        outage = self.ex.database
+        outage.failed(exc)
+        while self._stop is None:
+            await outage.backoff()
+            try:
+                records = await self.ex.store.read_stream(self.stream, self.state.last_seq)
+            except StoreUnavailable as again:
+                outage.failed(again)
+                continue
+            outage.ok()
+            for r in records:
+                self.state = evolve(self.state, r)
+            self._after_change()
+            self.inbox.put_nowait(("poke",))  # decide again on what the log now says
+            return
 
     def _after_change(self) -> None:
         # Attempts the log no longer wants (the run was cancelled or failed) are stopped.
@@ -438,6 +482,10 @@ class RunDriver:
                 recorded = await self.ex.store.transact(self.stream, self.state.last_seq, body)
             except ConcurrencyConflict:
                 await self._refresh()  # rolled back: the rows are not there either
+                continue
+            except StoreUnavailable as exc:
+                # committed or rolled back, the log says which: the loop looks again
+                await self._recover(exc)
                 continue
             except TaskError as exc:
                 result.error = ErrorInfo(

@@ -224,10 +224,21 @@ class Executor:
                 wait = min(every, self.database.delay())
                 continue
             self.database.ok()
-            for run_id, driver in list(self.drivers.items()):
-                if run_id not in held and driver.started_before_heartbeat:
-                    log.warning("lost the lease on run %s; stopping it here", run_id)
-                    driver.lease_lost()
+            lost = [
+                (run_id, driver)
+                for run_id, driver in list(self.drivers.items())
+                if run_id not in held and driver.started_before_heartbeat
+            ]
+            if lost:  # one line, however many: after a long outage it is all of them
+                log.warning(
+                    "lost the lease on %d run(s) (%s%s); stopping them here, the log fences "
+                    "them, and they are claimed again",
+                    len(lost),
+                    ", ".join(r for r, _ in lost[:3]),
+                    ", …" if len(lost) > 3 else "",
+                )
+            for _, driver in lost:
+                driver.lease_lost()
             for driver in self.drivers.values():
                 driver.started_before_heartbeat = True
 

@@ -16,7 +16,9 @@ async def connect(
     dsn: str,
     *,
     migrate: bool = True,
-    min_size: int = 2,
+    # 0: no floor of idle connections to restore while PostgreSQL is away (asyncpg logs
+    # a traceback each time it fails to); connections still stay open while in use
+    min_size: int = 0,
     max_size: int = 10,
     registry: EventRegistry = REGISTRY,
     connect_timeout: float = 10.0,
