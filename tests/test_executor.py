@@ -67,10 +67,11 @@ async def test_retries_with_backoff_then_success(pg_store: PostgresEventStore) -
     assert [r.event.attempt for r in retries] == [1, 2]  # type: ignore[attr-defined]
     assert retries[0].event.error.type == "ConnectionError"  # type: ignore[attr-defined]
     assert retries[0].event.error.message == "try 1"  # type: ignore[attr-defined]
-    # exponential backoff with jitter: 0.1 s then 0.3 s, each plus at most 20 %
+    # exponential backoff with jitter: 0.1 s then 0.3 s, each plus at most 20 % (measured
+    # from the commit, which comes a moment after the decision: a little slack below)
     delays = [(r.event.retry_at - r.recorded_at).total_seconds() for r in retries]  # type: ignore[attr-defined]
-    assert 0.1 <= delays[0] <= 0.12 + 0.01
-    assert 0.3 <= delays[1] <= 0.36 + 0.01
+    assert 0.1 - 0.02 <= delays[0] <= 0.12 + 0.01
+    assert 0.3 - 0.02 <= delays[1] <= 0.36 + 0.01
     # and the next attempt did not start before its time
     starts = [r for r in records if isinstance(r.event, TaskStarted)]
     for retry, start in zip(retries, starts[1:], strict=True):

@@ -97,7 +97,11 @@ class AttemptFailed(msgspec.Struct, frozen=True, kw_only=True, tag="attempt_fail
 
 
 class AttemptsLost(msgspec.Struct, frozen=True, kw_only=True, tag="attempts_lost"):
-    """The run was taken over: attempts marked running have no executor any more."""
+    """Attempts marked running have no executor any more: all of them (the run was taken
+    over), or those of ``tasks`` (their start was recorded, but the executor never heard
+    it was: the database went away while it committed)."""
+
+    tasks: tuple[str, ...] | None = None
 
 
 class SlotsAvailable(msgspec.Struct, frozen=True, kw_only=True, tag="slots_available"):
@@ -171,7 +175,7 @@ def answer(state: RunState, spec: WorkflowSpec, item: Input, now: datetime) -> l
                 return []
             return [_attempt_failed(state, spec, item.task, item.error, now)]
         case AttemptsLost():
-            return _lost_attempts(state, spec, now)
+            return _lost_attempts(state, spec, now, item.tasks)
         case Cancel() | Pause() | Resume() | Rerun():
             return decide_command(state, item)
         case Tick() | SlotsAvailable():
@@ -209,7 +213,9 @@ def _attempt_failed(
     )
 
 
-def _lost_attempts(state: RunState, spec: WorkflowSpec, now: datetime) -> list[Event]:
+def _lost_attempts(
+    state: RunState, spec: WorkflowSpec, now: datetime, tasks: tuple[str, ...] | None = None
+) -> list[Event]:
     # Their outcome is unknown — the body may or may not have run — so each counts as a
     # failed, retryable attempt: the task runs at least once, its completion is recorded
     # once.
@@ -223,7 +229,8 @@ def _lost_attempts(state: RunState, spec: WorkflowSpec, now: datetime) -> list[E
     return [
         _attempt_failed(state, spec, t.name, lost, now)
         for t in state.tasks.values()
-        if t.status == "running"
+        # a map task that fanned out runs no attempt of its own: its items do
+        if t.status == "running" and t.mapped is None and (tasks is None or t.name in tasks)
     ]
 
 

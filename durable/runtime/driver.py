@@ -86,6 +86,7 @@ class RunDriver:
         self.attempts: dict[str, asyncio.Task[None]] = {}
         self._slot_waiter: asyncio.Task[None] | None = None
         self._held = 0  # slots the waiter took for this run, not yet given to an attempt
+        self._in_tx: set[str] = set()  # transactional SQL tasks between attempt and commit
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.started_before_heartbeat = False
         self._stop: str | None = None  # "shutdown" | "lost"
@@ -197,6 +198,18 @@ class RunDriver:
                 return
             case ("slot",):
                 await self._advance()  # the waiter's slot is held: start what waited
+            case ("lost", orphans):
+                await self._refresh()
+                assert self.state is not None
+                still = tuple(
+                    name
+                    for name, generation, attempt in orphans
+                    if name not in self.attempts
+                    and name not in self._in_tx
+                    and (t := self.state.tasks[name]).status == "running"
+                    and (t.generation, t.attempt) == (generation, attempt)
+                )
+                await self._advance([AttemptsLost(tasks=still)] if still else [])
             case ("tx", task, generation, attempt, ctx, task_log):
                 await self._transactional(task, generation, attempt, ctx, task_log)
             case _Result():
@@ -325,7 +338,17 @@ class RunDriver:
             for r in records:
                 self.state = evolve(self.state, r)
             self._after_change()
-            self.inbox.put_nowait(("poke",))  # decide again on what the log now says
+            # a start that committed without our hearing it: running in the log, run by
+            # nobody here — a lost attempt, retried like one after a takeover
+            orphans = tuple(
+                (t.name, t.generation, t.attempt)
+                for t in self.state.tasks.values()
+                if t.status == "running"
+                and t.mapped is None
+                and t.name not in self.attempts
+                and t.name not in self._in_tx
+            )
+            self.inbox.put_nowait(("lost", orphans) if orphans else ("poke",))
             return
 
     def _after_change(self) -> None:
@@ -377,6 +400,7 @@ class RunDriver:
         result = _Result(task=name, generation=generation, attempt=attempt, log=task_log)
         try:
             if isinstance(spec, SqlTask) and spec.transactional:
+                self._in_tx.add(name)  # between here and its commit, no attempt runs it
                 self.inbox.put_nowait(("tx", name, generation, attempt, ctx, task_log))
                 return
             try:
@@ -450,6 +474,14 @@ class RunDriver:
         self, name: str, generation: int, attempt: int, ctx: TaskContext, task_log: TaskLog
     ) -> None:
         """Run a SQL task's statement and record its completion in one transaction."""
+        try:
+            await self._transact(name, generation, attempt, ctx, task_log)
+        finally:
+            self._in_tx.discard(name)
+
+    async def _transact(
+        self, name: str, generation: int, attempt: int, ctx: TaskContext, task_log: TaskLog
+    ) -> None:
         spec = self.spec.task(name)
         assert isinstance(spec, SqlTask)
         result = _Result(task=name, generation=generation, attempt=attempt, log=task_log)

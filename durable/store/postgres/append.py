@@ -236,7 +236,9 @@ class GroupCommit:
             async with self._pool.acquire() as conn:
                 outcomes = await write_batch(conn, batch)
         except CONNECTION_ERRORS as exc:
-            error = StoreUnavailable(f"PostgreSQL unavailable, the append may or may not have committed: {exc}")
+            error = StoreUnavailable(
+                f"PostgreSQL unavailable, the append may or may not have committed: {exc}"
+            )
             for item in batch:
                 _settle(item.future, error)
             return
