@@ -22,7 +22,7 @@ from aiohttp import web
 from durable.api.metrics import HttpMetrics
 from durable.api.routes import ROUTES
 from durable.api.routing import MAX_BODY, Answer, ApiError, Call, Deps, Route, bearer, problem
-from durable.core.decide import CommandRejected
+from durable.core.commands import CommandRejected, UnknownTask
 from durable.core.errors import (
     ConcurrencyConflict,
     DurableError,
@@ -155,6 +155,8 @@ async def _answer(request: web.Request, handler: Endpoint) -> web.StreamResponse
         return problem(exc.status, exc.reason, exc.text or exc.reason)
     except StreamNotFound as exc:
         return problem(404, "not found", str(exc))
+    except UnknownTask as exc:
+        return problem(400, "no such task", str(exc))
     except CommandRejected as exc:
         return problem(409, "not possible now", str(exc))
     except ConcurrencyConflict as exc:

@@ -10,7 +10,7 @@ from typing import Any
 from durable.api import schemas as s
 from durable.api.routing import V1, Answer, ApiError, Call, resource, route
 from durable.application import backfills as use
-from durable.core.backfill import BackfillState
+from durable.core.backfill import BackfillState, backfill_outcome
 from durable.core.errors import DurableError
 from durable.core.spec import DefinitionError
 from durable.store.base import EventStore
@@ -18,14 +18,16 @@ from durable.store.base import EventStore
 __all__ = ["ROUTES"]
 
 
-def _view(state: BackfillState, runs: Mapping[str, int]) -> s.BackfillView:
+def _view(
+    state: BackfillState, runs: Mapping[str, int], *, status: str | None = None
+) -> s.BackfillView:
     r = state.request
     return s.BackfillView(
         backfill_id=r.backfill_id,
         workflow=r.workflow,
         start=r.start,
         end=r.end,
-        status=state.status,
+        status=status or backfill_outcome(state, runs),
         intervals=r.intervals,
         max_parallel=r.max_parallel,
         reprocess=r.reprocess,
@@ -66,8 +68,8 @@ def _aware(value: datetime, field: str) -> datetime:
     responses={200: s.BackfillList},
 )
 async def list_backfills(call: Call[None, None]) -> s.BackfillList:
-    rows = await use.list_backfills(call.deps.store)
-    return s.BackfillList(backfills=[_view(st, runs) for st, runs in rows])
+    rows = await use.backfill_summaries(call.deps.store)
+    return s.BackfillList(backfills=[_view(r.state, r.progress, status=r.status) for r in rows])
 
 
 @route(

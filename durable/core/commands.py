@@ -30,6 +30,7 @@ __all__ = [
     "Pause",
     "Rerun",
     "Resume",
+    "UnknownTask",
     "decide_command",
     "rerun_event",
 ]
@@ -37,6 +38,11 @@ __all__ = [
 
 class CommandRejected(DurableError):
     """A command that cannot apply to the run in its current state."""
+
+
+class UnknownTask(CommandRejected):
+    """A command naming a task the run does not have: the request is wrong, not the
+    run's state (the API answers 400, not 409)."""
 
 
 class Cancel(msgspec.Struct, frozen=True, kw_only=True, tag="cancel"):
@@ -117,7 +123,7 @@ def _rerun(state: RunState, command: Rerun) -> list[Event]:
     top = [n for n, t in state.tasks.items() if t.parent is None]
     unknown = [t for t in command.tasks if t not in top]
     if unknown or not command.tasks:
-        raise CommandRejected(
+        raise UnknownTask(
             f"run {state.run_id} has no task {', '.join(unknown) or '(none given)'}",
             hint=f"tasks: {', '.join(top)}",
         )
