@@ -66,6 +66,9 @@ _TOP = {
     "max_duration",
     "schedule",
     "kafka",
+    "s3",
+    "webhook",
+    "on_assets",
     "tasks",
 }
 
@@ -101,7 +104,8 @@ def load_yaml_spec(path: Path) -> WorkflowSpec:
     if not isinstance(doc, dict):
         raise DefinitionError(str(path), "expected a mapping with 'workflow:' and 'tasks:'")
     at = _at(path, doc)
-    unknown = sorted(set(doc) - _TOP - {"__line__"})
+    # `version:` is what `durable show` prints: derived from the content, never read
+    unknown = sorted(set(doc) - _TOP - {"__line__", "version"})
     if unknown:
         raise DefinitionError(
             at, f"unknown key {unknown[0]!r}", hint=f"known keys: {', '.join(sorted(_TOP))}"
