@@ -13,11 +13,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import msgspec
 import pytest
 from aiohttp import web
 from aiokafka import TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from durable import KafkaTrigger, Param, WebhookTrigger, Workflow
 from durable.api import create_app
@@ -27,6 +25,7 @@ from durable.core.s3 import S3Object, S3Trigger, object_dedup_key, object_params
 from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.store import PostgresEventStore
 from tests.executing import registry_of, running_executor, wait_for_run
+from tests.test_trigger_doors import consumer_record
 
 HOSTILE = [
     "x; touch {m}",
@@ -61,23 +60,6 @@ async def api(pg_store: PostgresEventStore) -> AsyncIterator[tuple[str, str]]:
     await runner.cleanup()
 
 
-def _record(offset: int, name: str) -> ConsumerRecord[bytes, bytes]:
-    data = msgspec.json.encode({"name": name})
-    return ConsumerRecord(
-        topic="names",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=data,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(data),
-        headers=[],
-    )
-
-
 async def test_hostile_values_through_every_door_stay_data(
     pg_store: PostgresEventStore, api: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -102,7 +84,9 @@ async def test_hostile_values_through_every_door_stay_data(
         runs[run_id] = value
     service = KafkaTriggerService(pg_store, registry_of(wf), bootstrap="unused:9092")
     tp = TopicPartition("names", 0)
-    await service.process({tp: [_record(i, v) for i, v in enumerate(values)]})
+    await service.process(
+        {tp: [consumer_record(i, {"name": v}, None, "names") for i, v in enumerate(values)]}
+    )
     rule = S3Trigger(bucket="landing", params={"name": "key"})
     for i, value in enumerate(values):  # an object's key is text too
         obj = S3Object(bucket="landing", key=value, size=1, etag=f"e{i}")

@@ -15,10 +15,13 @@ from durable.store import MemoryEventStore
 from tests.executing import registry_of
 
 
-def _record(offset: int, value: dict[str, object], key: str) -> ConsumerRecord[bytes, bytes]:
+def consumer_record(
+    offset: int, value: dict[str, object], key: str | None, topic: str = "orders"
+) -> ConsumerRecord[bytes, bytes]:
+    """A record as aiokafka hands it over; ``key``: the producer's idempotency key."""
     data = msgspec.json.encode(value)
     return ConsumerRecord(
-        topic="orders",
+        topic=topic,
         partition=0,
         offset=offset,
         timestamp=0,
@@ -28,7 +31,7 @@ def _record(offset: int, value: dict[str, object], key: str) -> ConsumerRecord[b
         checksum=None,
         serialized_key_size=0,
         serialized_value_size=len(data),
-        headers=[("idempotency-key", key.encode())],
+        headers=[("idempotency-key", key.encode())] if key else [],
     )
 
 
@@ -43,12 +46,12 @@ async def test_a_reused_producer_key_is_dead_lettered_not_run_twice() -> None:
     service = KafkaTriggerService(store, registry_of(wf), bootstrap="unused:9092")
     tp = TopicPartition("orders", 0)
     offsets = await service.process(
-        {tp: [_record(0, {"id": "a"}, "k1"), _record(1, {"id": "b"}, "k2")]}
+        {tp: [consumer_record(0, {"id": "a"}, "k1"), consumer_record(1, {"id": "b"}, "k2")]}
     )
     assert offsets == {tp: 2}
     # redelivered (same key, same params), and a key reused for another order
     offsets = await service.process(
-        {tp: [_record(2, {"id": "a"}, "k1"), _record(3, {"id": "other"}, "k2")]}
+        {tp: [consumer_record(2, {"id": "a"}, "k1"), consumer_record(3, {"id": "other"}, "k2")]}
     )
     assert offsets == {tp: 4}
     runs = await store.list_runs()
@@ -76,7 +79,7 @@ async def test_kafka_params_are_typed_json_from_the_payload_and_text_from_header
     tp = TopicPartition("orders", 0)
 
     def record(offset: int, n: object, region: str) -> ConsumerRecord[bytes, bytes]:
-        rec = _record(offset, {"n": n}, f"k{offset}")
+        rec = consumer_record(offset, {"n": n}, f"k{offset}")
         rec.headers = [*rec.headers, ("region", region.encode())]
         return rec
 

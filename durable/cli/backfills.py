@@ -29,6 +29,8 @@ from durable.cli.render import when
 from durable.cli.service import OPERATOR, load, workflows_option
 from durable.store.base import EventStore
 
+__all__ = ["backfill", "backfills", "backfills_cancel", "backfills_pause", "backfills_resume"]
+
 
 def _moment(value: str, zone: str, option: str) -> datetime:
     try:

@@ -22,6 +22,18 @@ from durable.core.state import RunState
 from durable.store import RunFilter
 from durable.store.base import EventStore
 
+__all__ = [
+    "console",
+    "export",
+    "history",
+    "import_",
+    "progress_bar",
+    "rebuild",
+    "replay",
+    "run_records",
+    "runs",
+]
+
 _json = msgspec.json.Encoder()
 
 

@@ -48,6 +48,20 @@ from durable.store.base import EventStore
 from durable.store.rows import LogLine
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
+__all__ = [
+    "cancel",
+    "follow",
+    "load",
+    "logs",
+    "parse_params",
+    "pause",
+    "rerun",
+    "resume",
+    "run",
+    "up",
+    "workflows_option",
+]
+
 WORKFLOWS_HELP = "File or folder of workflow definitions (.py, .yaml) [env DURABLE_WORKFLOWS]."
 
 

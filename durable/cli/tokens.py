@@ -11,6 +11,8 @@ from durable.cli.inspect import console
 from durable.cli.render import when
 from durable.cli.service import OPERATOR
 
+__all__ = ["tokens", "tokens_create", "tokens_list", "tokens_revoke"]
+
 
 @main.group()
 def tokens() -> None:

@@ -24,6 +24,18 @@ from durable.store.base import EventStore
 from durable.store.rows import VersionRow
 from durable.workflows.yaml import spec_to_yaml
 
+__all__ = [
+    "graph",
+    "schedules",
+    "schedules_pause",
+    "schedules_resume",
+    "show",
+    "to_dot",
+    "to_mermaid",
+    "to_tree",
+    "versions",
+]
+
 
 @main.command()
 @click.argument("workflow")

@@ -13,16 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from durable.core.backfill import backfill_state
 from durable.core.errors import (
     ConcurrencyConflict,
-    DurableError,
     StoreError,
     StoreUnavailable,
     TaskError,
@@ -45,32 +41,21 @@ from durable.core.step import (
     Input,
     SlotsAvailable,
     answer,
-    map_items,
     next_wakeup,
     step,
 )
 from durable.core.tasks import SqlTask
-from durable.runtime.tasks import run_task
+from durable.runtime.attempts import AttemptResult, run_attempt, task_context, write_log
 from durable.runtime.tasks import sql as sql_task
 from durable.workflows.context import TaskContext, TaskLog
 from durable.workflows.loader import LoadedWorkflow
 
 if TYPE_CHECKING:
     from durable.runtime.executor import Executor
-    from durable.store.base import EventStore
 
 __all__ = ["RunDriver"]
 
 log = logging.getLogger("durable.executor")
-
-
-class _Result(msgspec.Struct):
-    task: str
-    generation: int
-    attempt: int
-    output: Any = None
-    error: ErrorInfo | None = None
-    log: TaskLog | None = None
 
 
 class RunDriver:
@@ -212,7 +197,7 @@ class RunDriver:
                 await self._advance([AttemptsLost(tasks=still)] if still else [])
             case ("tx", task, generation, attempt, ctx, task_log):
                 await self._transactional(task, generation, attempt, ctx, task_log)
-            case _Result():
+            case AttemptResult():
                 await self._record_result(message)
 
     async def _advance(self, inputs: Sequence[Input] = ()) -> bool:
@@ -367,83 +352,35 @@ class RunDriver:
 
     def _context(self, name: str, generation: int, attempt: int, task_log: TaskLog) -> TaskContext:
         assert self.state is not None
-        spec = self.spec.task(name)
-        trigger = self.state.trigger
-        item: Any = None
-        index: int | None = None
-        parent = self.state.tasks[name].parent
-        if parent is not None:
-            index = int(name[name.rindex("[") + 1 : -1])
-            items = map_items(self.state, self.spec, parent)
-            item = items[index] if isinstance(items, list) else None
-        return TaskContext(
-            item=item,
-            index=index,
-            run_id=self.run_id,
-            workflow=self.state.workflow,
-            task=name,
-            attempt=attempt,
-            generation=generation,
-            params=self.state.params,
-            upstream={u: self.state.tasks[u].output for u in spec.upstream},
-            logical_time=trigger.logical_time,
-            data_interval_start=trigger.data_interval_start,
-            data_interval_end=trigger.data_interval_end,
-            log=task_log,
-        )
+        return task_context(self.state, self.spec, name, generation, attempt, task_log)
 
     async def _attempt(self, name: str, generation: int, attempt: int) -> None:
         assert self.loaded is not None and self.state is not None
         spec = self.spec.task(name)
         task_log = TaskLog()
         ctx = self._context(name, generation, attempt, task_log)
-        result = _Result(task=name, generation=generation, attempt=attempt, log=task_log)
+        result = AttemptResult(task=name, generation=generation, attempt=attempt, log=task_log)
         try:
             if isinstance(spec, SqlTask) and spec.transactional:
                 self._in_tx.add(name)  # between here and its commit, no attempt runs it
                 self.inbox.put_nowait(("tx", name, generation, attempt, ctx, task_log))
                 return
-            try:
-                async with asyncio.timeout(spec.timeout):
-                    output = await run_task(
-                        spec,
-                        ctx,
-                        resources=self.ex.resources,
-                        callable_for=self.loaded.callable_for,
-                        not_before=self.state.tasks[name].not_before,
-                    )
-                msgspec.json.encode(output)  # an output must be JSON: fail the attempt now
-                result.output = output
-            except TimeoutError:
-                result.error = ErrorInfo(
-                    type="TaskTimeout", message=f"timed out after {spec.timeout:g} s"
-                )
-            except TaskError as exc:
-                result.error = ErrorInfo(
-                    type=exc.type, message=exc.message, retryable=exc.retryable
-                )
-            except DurableError as exc:  # e.g. a task's callable cannot be imported
-                result.error = ErrorInfo(
-                    type=type(exc).__name__, message=str(exc), retryable=exc.retryable
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                result.error = ErrorInfo(
-                    type=type(exc).__name__,
-                    message=str(exc),
-                    retryable=True,
-                    traceback="".join(traceback.format_exception(exc)[-8:]),
-                )
+            result.output, result.error = await run_attempt(
+                spec,
+                ctx,
+                resources=self.ex.resources,
+                callable_for=self.loaded.callable_for,
+                not_before=self.state.tasks[name].not_before,
+            )
             self.inbox.put_nowait(result)
         finally:
             self.ex.slots.give()
             if self.attempts.get(name) is asyncio.current_task():
                 del self.attempts[name]
 
-    async def _record_result(self, result: _Result) -> None:
+    async def _record_result(self, result: AttemptResult) -> None:
         if result.log is not None and result.log.lines:
-            await _write_log(self.ex.store, self.run_id, result)
+            await write_log(self.ex.store, self.run_id, result)
         while self._stop is None:
             assert self.state is not None
             t = self.state.tasks[result.task]
@@ -484,7 +421,7 @@ class RunDriver:
     ) -> None:
         spec = self.spec.task(name)
         assert isinstance(spec, SqlTask)
-        result = _Result(task=name, generation=generation, attempt=attempt, log=task_log)
+        result = AttemptResult(task=name, generation=generation, attempt=attempt, log=task_log)
         if spec.connection_name != "durable":
             result.error = ErrorInfo(
                 type="ConfigurationError",
@@ -535,15 +472,7 @@ class RunDriver:
                 for r in recorded:
                     self.state = evolve(self.state, r)
                 result.log = task_log
-                await _write_log(self.ex.store, self.run_id, result)
+                await write_log(self.ex.store, self.run_id, result)
                 return
             await self._record_result(result)
             return
-
-
-async def _write_log(store: EventStore, run_id: str, result: _Result) -> None:
-    lines = result.log.lines if result.log is not None else []
-    if not lines:
-        return
-    with contextlib.suppress(StoreError):  # logs are best effort: the outcome is in the log
-        await store.logs.write(run_id, result.task, result.generation, result.attempt, lines)
