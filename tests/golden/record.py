@@ -1,6 +1,7 @@
 """How the golden histories were recorded: real runs on the pre-renovation code.
 
-    DURABLE_CODE=/work/baseline python tests/golden/record.py
+    git worktree add /tmp/old e855c10     # the code before the renovation
+    DURABLE_CODE=/tmp/old python tests/golden/record.py
 
 Runs ``durable up`` (the code at ``$DURABLE_CODE``, an embedded PostgreSQL in a
 temporary ``DURABLE_HOME``) over this folder, drives each scenario with the operators'
