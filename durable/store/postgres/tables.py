@@ -332,29 +332,25 @@ class PgTracking:
                 if rows:
                     await conn.executemany(_DEAD_LETTER_SQL, rows)
                 if offsets:
+                    # one statement: the offsets (never backwards) and the fingerprint of
+                    # the message each one follows (the log's identity, see the Kafka
+                    # trigger), which moves with its offset
+                    prints = fingerprints or {}
                     await conn.execute(
                         "INSERT INTO durable.kafka_offsets (group_id, topic, partition, "
-                        "next_offset) SELECT $1, t, p, n FROM unnest($2::text[], $3::int[], "
-                        "$4::bigint[]) AS o(t, p, n) ON CONFLICT (group_id, topic, partition) "
-                        "DO UPDATE SET next_offset = GREATEST(durable.kafka_offsets.next_offset, "
-                        "excluded.next_offset), updated_at = now()",
+                        "next_offset, last_fingerprint) SELECT $1, t, p, n, f FROM "
+                        "unnest($2::text[], $3::int[], $4::bigint[], $5::text[]) "
+                        "AS o(t, p, n, f) ON CONFLICT (group_id, topic, partition) DO UPDATE "
+                        "SET next_offset = GREATEST(durable.kafka_offsets.next_offset, "
+                        "excluded.next_offset), last_fingerprint = CASE WHEN "
+                        "excluded.next_offset >= durable.kafka_offsets.next_offset THEN "
+                        "excluded.last_fingerprint ELSE durable.kafka_offsets.last_fingerprint "
+                        "END, updated_at = now()",
                         group_id,
                         [t for t, _ in offsets],
                         [p for _, p in offsets],
                         list(offsets.values()),
-                    )
-                if fingerprints:
-                    # only where the offset is the one after that message: the fingerprint
-                    # names the last message consumed
-                    await conn.execute(
-                        "UPDATE durable.kafka_offsets AS o SET last_fingerprint = l.f "
-                        "FROM unnest($2::text[], $3::int[], $4::text[]) AS l(t, p, f) "
-                        "WHERE o.group_id = $1 AND o.topic = l.t AND o.partition = l.p "
-                        "AND o.next_offset = split_part(l.f, ':', 1)::bigint + 1",
-                        group_id,
-                        [t for t, _ in fingerprints],
-                        [p for _, p in fingerprints],
-                        list(fingerprints.values()),
+                        [prints.get(k) for k in offsets],
                     )
         return outcomes
 
