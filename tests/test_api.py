@@ -263,6 +263,11 @@ async def test_trigger_is_durable_and_idempotent(api: Api) -> None:
     ("body", "status", "names"),
     [
         ({"params": {"day": "2026-11-21", "n": "many"}}, 400, "n"),
+        # typed params are validated, never converted (a number is not a date, ...)
+        ({"params": {"day": 20261121}}, 400, "param 'day': expected date, got 20261121"),
+        ({"params": {"day": "2026-11-21", "n": 1.9}}, 400, "param 'n': expected int, got 1.9"),
+        ({"params": {"day": "2026-11-21", "n": True}}, 400, "param 'n': expected int, got true"),
+        ({"params": {"day": None}}, 400, "param 'day': expected date, got null"),
         ({"params": {"n": 1}}, 400, "day"),
         ({"params": {"day": "2026-11-21"}, "priority": 3}, 400, "priority"),
         ({"params": []}, 400, "params"),
