@@ -38,7 +38,7 @@ IMPURE = {
 }  # fmt: skip
 CORE_THIRD_PARTY = {"msgspec", "croniter"}
 # The SQL task runner runs its users' statements on their connections.
-SQL_ALLOWED = {"runtime/tasks/sql.py", "runtime/tasks/__init__.py"}
+SQL_ALLOWED = {"runtime/tasks/sql.py"}
 SQL = re.compile(
     r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM|"
     r"CREATE\s+(TABLE|INDEX|DATABASE)|pg_advisory|LISTEN\s|NOTIFY\s)",

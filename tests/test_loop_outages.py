@@ -12,13 +12,11 @@ import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from aiobotocore.session import get_session
 
 from durable import Param, S3Trigger, Schedule, Workflow
 from durable.application.runs import create_run, register_versions
@@ -30,6 +28,7 @@ from durable.store import PostgresEventStore, RunFilter, connect
 from durable.workflows import load_workflows
 from tests.executing import registry_of, running_executor, wait_for_run
 from tests.own_postgres import Postgres, own_postgres_in
+from tests.test_s3 import s3
 
 pytestmark = pytest.mark.slow
 
@@ -250,16 +249,8 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
     server.stop()
 
 
-@asynccontextmanager
-async def s3_client(endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1"
-    ) as c:
-        yield c
-
-
 async def _put(endpoint: str, *keys: str) -> None:
-    async with s3_client(endpoint) as client:
+    async with s3(endpoint) as client:
         for key in keys:
             await client.put_object(Bucket="landing", Key=key, Body=key.encode())
 
@@ -293,7 +284,7 @@ async def test_the_s3_poller_outlives_its_endpoint_and_postgres(
         s3=[S3Trigger(bucket="landing", prefix="in/")],
     )
     wf.shell("load", "true")
-    async with s3_client(moto.url) as client:
+    async with s3(moto.url) as client:
         await client.create_bucket(Bucket="landing")
     await _put(moto.url, "in/0", "in/1")
     service = S3PollingService(store, registry_of(wf), endpoint_url=moto.url, poll_interval=0.1)

@@ -18,9 +18,8 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-import asyncpg
 
-from durable.core.errors import DurableError, TaskError
+from durable.core.errors import TaskError
 from durable.core.tasks import (
     HttpTask,
     MapTask,
@@ -34,6 +33,7 @@ from durable.core.tasks import (
 )
 from durable.core.templates import Place, TemplateError
 from durable.core.templates import render as render_template
+from durable.runtime.tasks.sql import SqlConnections
 from durable.workflows.context import TaskContext
 
 __all__ = ["Resources", "call_python", "render", "run_task"]
@@ -44,7 +44,7 @@ class Resources:
 
     def __init__(
         self,
-        durable_pool: Callable[[], asyncpg.Pool],
+        durable_pool: Callable[[], Any],
         *,
         threads: int = 64,
         environ: dict[str, str] | None = None,
@@ -55,8 +55,7 @@ class Resources:
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="durable-task"
         )
-        self._environ = dict(os.environ if environ is None else environ)
-        self._pools: dict[str, asyncpg.Pool] = {}
+        self.sql = SqlConnections(durable_pool, dict(os.environ if environ is None else environ))
         self._http: aiohttp.ClientSession | None = None
 
     async def http(self) -> aiohttp.ClientSession:
@@ -64,33 +63,15 @@ class Resources:
             self._http = aiohttp.ClientSession()
         return self._http
 
-    async def sql_pool(self, name: str) -> asyncpg.Pool:
-        """``durable`` is durable's own database (the store's pool); any other name is
-        the URL in ``DURABLE_SQL_<NAME>`` (upper case)."""
-        if name == "durable":
-            try:
-                return self.durable_pool()
-            except DurableError as exc:  # the in-memory store has no database
-                raise TaskError(str(exc), retryable=False, type="ConfigurationError") from None
-        pool = self._pools.get(name)
-        if pool is None:
-            url = self._environ.get(f"DURABLE_SQL_{name.upper()}")
-            if not url:
-                raise TaskError(
-                    f"no SQL connection named {name!r}: set DURABLE_SQL_{name.upper()} to its URL",
-                    retryable=False,
-                    type="ConfigurationError",
-                )
-            pool = await asyncpg.create_pool(url, min_size=0, max_size=4, timeout=10)
-            self._pools[name] = pool
-        return pool
+    async def sql_pool(self, name: str) -> Any:
+        """The pool of the SQL connection ``name`` (:class:`~.sql.SqlConnections`)."""
+        return await self.sql.pool(name)
 
     async def close(self) -> None:
         self.threads.shutdown(wait=False, cancel_futures=True)
         if self._http is not None:
             await self._http.close()
-        for pool in self._pools.values():
-            await pool.close()
+        await self.sql.close()
 
 
 def render(value: Any, ctx: TaskContext, place: Place = "text") -> Any:

@@ -1,22 +1,60 @@
-"""SQL tasks (asyncpg) on a named connection."""
+"""SQL tasks (asyncpg) on a named connection, and the pools of those connections.
+
+The SQL task runner is the one place outside durable/store/ that speaks to a database:
+the SQL it runs is its users'.
+"""
 
 from __future__ import annotations
 
 import datetime
 import decimal
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from durable.core.errors import TaskError
+from durable.core.errors import DurableError, TaskError
 from durable.core.tasks import SqlTask
 from durable.workflows.context import TaskContext
 
-__all__ = ["execute", "run"]
+__all__ = ["SqlConnections", "execute", "run"]
 
 _MAX_ROWS = 1000
+
+
+class SqlConnections:
+    """The pools of SQL tasks' named connections: ``durable`` is durable's own database
+    (the store's pool); any other name is the URL in ``DURABLE_SQL_<NAME>``."""
+
+    def __init__(self, durable_pool: Callable[[], Any], environ: dict[str, str]) -> None:
+        self._durable_pool = durable_pool
+        self._environ = environ
+        self._pools: dict[str, asyncpg.Pool] = {}
+
+    async def pool(self, name: str) -> Any:
+        if name == "durable":
+            try:
+                return self._durable_pool()
+            except DurableError as exc:  # the in-memory store has no database
+                raise TaskError(str(exc), retryable=False, type="ConfigurationError") from None
+        pool = self._pools.get(name)
+        if pool is None:
+            url = self._environ.get(f"DURABLE_SQL_{name.upper()}")
+            if not url:
+                raise TaskError(
+                    f"no SQL connection named {name!r}: set DURABLE_SQL_{name.upper()} to its URL",
+                    retryable=False,
+                    type="ConfigurationError",
+                )
+            pool = await asyncpg.create_pool(url, min_size=0, max_size=4, timeout=10)
+            self._pools[name] = pool
+        return pool
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
 
 
 async def run(spec: SqlTask, ctx: TaskContext, resources: Any) -> Any:
