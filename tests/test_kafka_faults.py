@@ -23,6 +23,7 @@ from durable.core.kafka import KafkaTrigger
 from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.store import PostgresEventStore
 from tests.executing import registry_of
+from tests.signs import consumed_to_high_water, counter_grows
 from tests.test_kafka import TOPIC, Broker, create_topic, order, produce
 
 pytestmark = pytest.mark.slow
@@ -148,7 +149,9 @@ async def test_a_broker_back_with_an_empty_log_starts_a_run_per_new_message(
             await produce(broker.bootstrap, again)
             await eventually(lambda: runs_at_least(pg_store, 18), "9 runs more")
             await eventually(lambda: dead_letters_at_least(pg_store, 2), "the 2nd dead letter")
-            await asyncio.sleep(2)  # had it the chance to start a run twice, it would have
+            # the chance to start a run twice: everything recorded, then two more polls
+            await consumed_to_high_water(pg_store, broker.bootstrap, TOPIC)
+            await counter_grows(lambda: service.polls, 2, "two more polls")
     finally:
         broker.stop()
     wanted = [f"o-{i}" for i in range(9)] + [f"o-{100 + i}" for i in range(9)]
