@@ -114,6 +114,7 @@ class Chaos:
                 "--database-url",
                 self.url,
                 "up",
+                "--no-http",
                 "--workflows",
                 str(self.workflow),
                 "--lease",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import os
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -17,6 +19,7 @@ from durable.store import PostgresEventStore, connect
 from durable.store.migrate import apply_migrations
 
 TEMPLATE = "durable_template"
+T = TypeVar("T")
 _counter = itertools.count()
 
 
@@ -27,6 +30,13 @@ class PgServer:
 
     def url(self, database: str = "postgres") -> str:
         return str(self.server.get_uri(database))  # type: ignore[attr-defined]
+
+
+def run_sync(awaitable: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end from synchronous code, in a thread of its own: the
+    browser tests' sync Playwright already runs an event loop in the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, awaitable).result()
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +63,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
         finally:
             await conn.close()
 
-    asyncio.run(make_template())
+    run_sync(make_template())
     yield srv
     server.cleanup()  # type: ignore[attr-defined]
 

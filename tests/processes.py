@@ -99,7 +99,7 @@ def start_service(
         lines.append(line)
         if line.startswith("dtk_"):
             token = line.strip()
-        if "HTTP API on" in line:
+        if "HTTP API and console on" in line:
             break
     assert token, "durable up printed no first token:\n" + "".join(lines)
     service = Service(process, f"http://127.0.0.1:{port}", token)

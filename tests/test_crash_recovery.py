@@ -85,6 +85,7 @@ def executor_process(
             "--database-url",
             database_url,
             "up",
+            "--no-http",
             "--workflows",
             str(workflows),
             "--lease",

@@ -29,7 +29,7 @@ def test_a_sigkilled_process_does_not_keep_the_server_forever(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if k != "DURABLE_DATABASE_URL"}
     env["DURABLE_HOME"] = str(home)
     up = subprocess.Popen(
-        [sys.executable, "-m", "durable", "up", "--workflows", str(ROOT / "examples")],
+        [sys.executable, "-m", "durable", "up", "--no-http", "--workflows", str(ROOT / "examples")],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -213,7 +213,7 @@ wf.shell("book", "true")
 
 
 def spawn_up(database_url: str, workflows: Path, bootstrap: str) -> subprocess.Popen[str]:
-    args = ["--database-url", database_url, "up", "--workflows", str(workflows)]
+    args = ["--database-url", database_url, "up", "--no-http", "--workflows", str(workflows)]
     return subprocess.Popen(
         [sys.executable, "-m", "durable", *args, "--kafka", bootstrap],
         stdout=subprocess.DEVNULL,

@@ -1,6 +1,8 @@
 """The layers, checked by package path: imports point downward only.
 
 core (pure) <- store <- application <- runtime <- interfaces (api, cli, client, contracts).
+The web console (``ui``) imports nothing of durable: it reads and acts only through the
+HTTP API, from the browser; the API application serves its files.
 ``workflows`` (authoring: the Python and YAML definitions, the task context) sits on the
 core. No module outside ``durable/store/`` imports asyncpg or holds a SQL statement,
 except the SQL task runner, whose SQL is its users'.
@@ -24,7 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"core"},
     "application": {"core", "store", "workflows"},
     "runtime": {"core", "store", "application", "workflows"},
-    "api": {"core", "store", "application", "workflows"},
+    "api": {"core", "store", "application", "workflows", "ui"},
+    "ui": set(),
     "cli": {"core", "store", "application", "workflows", "runtime", "api", "client"},
     "client": {"core", "api"},
     "contracts": {"core", "api"},

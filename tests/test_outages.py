@@ -83,6 +83,7 @@ class Up:
                 "--lease",
                 "5",
                 *extra,
+                *(() if "--http" in extra else ("--no-http",)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

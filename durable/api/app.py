@@ -32,6 +32,7 @@ from durable.core.errors import (
 )
 from durable.core.spec import DefinitionError
 from durable.store.base import EventStore
+from durable.ui import mount
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["create_app"]
@@ -51,8 +52,10 @@ def create_app(
     *,
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], datetime] = _utc_now,
+    console: bool = True,
 ) -> web.Application:
-    """The API application; dependencies are passed in, nothing is global."""
+    """The API application; dependencies are passed in, nothing is global. With
+    ``console``, it also serves the web console (:mod:`durable.ui`) on ``/ui/``."""
     deps = Deps(
         store=store,
         registry=registry,
@@ -63,6 +66,8 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors(deps.http)])
     for r in ROUTES:
         app.router.add_route(r.method, r.path, _endpoint(deps, r))
+    if console:
+        mount(app)
     return app
 
 

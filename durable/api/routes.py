@@ -5,7 +5,17 @@ routes next to their handlers (:func:`durable.api.routing.route`)."""
 
 from __future__ import annotations
 
-from durable.api import backfills, health, hooks, reruns, runs, schedules, tokens, workflows
+from durable.api import (
+    backfills,
+    health,
+    hooks,
+    reruns,
+    runs,
+    schedules,
+    session,
+    tokens,
+    workflows,
+)
 from durable.api.routing import Route
 
 __all__ = ["ROUTES"]
@@ -19,4 +29,5 @@ ROUTES: tuple[Route, ...] = (
     *tokens.ROUTES,
     *health.ROUTES,
     *hooks.ROUTES,
+    *session.ROUTES,
 )

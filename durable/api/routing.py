@@ -14,6 +14,7 @@ both read those declarations; nothing is bound by name.
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -30,9 +31,12 @@ from durable.store.base import EventStore
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = [
+    "CSRF_COOKIE",
+    "CSRF_HEADER",
     "IDEMPOTENCY_KEY",
     "ID_PATTERN",
     "MAX_BODY",
+    "SESSION_COOKIE",
     "V1",
     "Answer",
     "ApiError",
@@ -43,6 +47,7 @@ __all__ = [
     "Header",
     "Route",
     "bearer",
+    "csrf_failure",
     "problem",
     "resource",
     "route",
@@ -94,9 +99,43 @@ def unauthorized(has_token: bool, scope: str) -> web.Response:
     return response
 
 
+SESSION_COOKIE = "durable_session"
+"""The console's session: the API token, in an HttpOnly, SameSite=Strict cookie."""
+CSRF_COOKIE = "durable_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+"""A browser session's unsafe requests repeat the ``durable_csrf`` cookie's value in this
+header (double submit): another site can make the browser send the cookie, never read it."""
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_failure(request: web.Request) -> web.Response | None:
+    """The 403 for an unsafe request of a browser session without the CSRF header."""
+    if request.method in _SAFE_METHODS:
+        return None
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    header = request.headers.get(CSRF_HEADER, "")
+    if cookie and hmac.compare_digest(cookie.encode(), header.encode()):
+        return None
+    return problem(
+        403,
+        "CSRF check failed",
+        f"a browser session must send the {CSRF_HEADER} header with the {CSRF_COOKIE} "
+        "cookie's value; reload the page",
+    )
+
+
 async def bearer(deps: Deps, request: web.Request, scope: str) -> TokenInfo | web.Response:
-    """The request's live token when it grants ``scope``; else the 401/403 to answer."""
-    token = await authenticate(deps.store.tokens, request.headers.get("Authorization"))
+    """The request's live token when it grants ``scope``; else the 401/403 to answer.
+
+    The token comes from ``Authorization: Bearer``, or else from the console's session
+    cookie (whose unsafe requests must pass the CSRF check)."""
+    authorization = request.headers.get("Authorization")
+    if authorization is None and (session := request.cookies.get(SESSION_COOKIE)):
+        refused = csrf_failure(request)
+        if refused is not None:
+            return refused
+        authorization = f"Bearer {session}"
+    token = await authenticate(deps.store.tokens, authorization)
     if token is None or not grants(token.scopes, scope):
         return unauthorized(token is not None, scope)
     return token

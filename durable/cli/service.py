@@ -124,8 +124,11 @@ def load(path: Path) -> WorkflowRegistry:
     "http_address",
     envvar="DURABLE_HTTP",
     metavar="HOST:PORT",
-    help="Serve the HTTP API here [env DURABLE_HTTP].",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="Serve the HTTP API and the web console here [env DURABLE_HTTP].",
 )
+@click.option("--no-http", is_flag=True, help="Serve neither the HTTP API nor the console.")
 @pass_context
 def up(
     ctx: Context,
@@ -134,11 +137,14 @@ def up(
     max_runs: int,
     lease: float,
     kafka_bootstrap: str | None,
-    http_address: str | None,
+    http_address: str,
+    no_http: bool,
 ) -> None:
-    """Run the durable service: executor, scheduler, triggers (and, with --http, the API),
-    against the (embedded) database."""
+    """Run the durable service: executor, scheduler, triggers, the HTTP API and the web
+    console (http://127.0.0.1:8080 unless --http or --no-http), against the (embedded)
+    database."""
     registry = load(workflows_path)
+    listen = None if no_http else http_endpoint(http_address)
 
     async def go(store: EventStore) -> None:
         stop = asyncio.Event()
@@ -167,19 +173,33 @@ def up(
         )
         executing = asyncio.create_task(executor.run(stop))
         web_runner = None
-        if http_address:
-            host, _, port = http_address.rpartition(":")
+        if listen is not None:
+            host, port = listen
             first = await ensure_first_token(store.tokens)
             if first is not None:
                 click.echo(
                     "durable up: first start: created an admin API token; it is shown once, "
-                    f"keep it (`durable tokens` manages tokens):\n{first}",
+                    "keep it (`durable tokens` manages tokens); log in to the console with "
+                    f"it:\n{first}",
                     err=True,
                 )
-            web_runner = web.AppRunner(create_app(store, registry))
+            web_runner = web.AppRunner(create_app(store, registry), access_log=None)
             await web_runner.setup()
-            await web.TCPSite(web_runner, host or "127.0.0.1", int(port)).start()
-            click.echo(f"durable up: HTTP API on http://{host or '127.0.0.1'}:{port}", err=True)
+            try:
+                await web.TCPSite(web_runner, host, port).start()
+            except OSError as exc:
+                stop.set()
+                await executing
+                raise click.ClickException(
+                    f"cannot serve HTTP on {host}:{port}: {exc.strerror}; "
+                    "choose another address with --http HOST:PORT, or --no-http"
+                ) from None
+            shown = f"[{host}]" if ":" in host else host
+            click.echo(
+                f"durable up: HTTP API and console on http://{shown}:{port} "
+                f"(open http://{shown}:{port}/ui/)",
+                err=True,
+            )
         polling = None
         if any(w.spec.s3 for w in registry):
             polling = asyncio.create_task(
@@ -198,6 +218,16 @@ def up(
         click.echo("durable up: stopped", err=True)
 
     ctx.run(go)
+
+
+def http_endpoint(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT``, on 127.0.0.1) as a host and a port number."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(
+            f"{address!r} is not HOST:PORT (e.g. 127.0.0.1:8080)", param_hint="--http"
+        )
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, str]:

@@ -44,7 +44,17 @@ def cli(*args: str) -> str:
 
 def up() -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [*DURABLE, "up", "--workflows", str(HERE), "--lease", "2", "--max-tasks", "32"],
+        [
+            *DURABLE,
+            "up",
+            "--no-http",
+            "--workflows",
+            str(HERE),
+            "--lease",
+            "2",
+            "--max-tasks",
+            "32",
+        ],
         env=ENV,
         cwd=CODE,
         stdout=subprocess.DEVNULL,
