@@ -249,7 +249,9 @@ async def test_connection_faults_mid_run(
     up = Up(via, chain, "--max-tasks", "64", "--http", f"127.0.0.1:{port}")
     api = f"http://127.0.0.1:{port}"
     try:
-        await asyncio.to_thread(up.wait_for, "HTTP API on")  # the proxy runs on this loop
+        await asyncio.to_thread(
+            up.wait_for, "HTTP API and console on"
+        )  # the proxy runs on this loop
         runs = await _create_runs(direct, chain, 100)
         await _wait_ended(direct, 10)
         went = time.monotonic()
