@@ -131,6 +131,7 @@ async def list_runs(call: Call[None, s.RunsQuery]) -> s.RunPage:
             workflow=query.workflow,
             status=query.status,
             since=query.since,
+            until=query.until,
             trigger_kind=query.trigger,
             limit=query.limit + 1,
             before=before,

@@ -186,6 +186,9 @@ class RunsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     trigger: Name | None = None
     """Only runs started by this trigger kind (manual, http, schedule, kafka, ...)."""
     since: datetime | None = None
+    """Only runs created at or after this time."""
+    until: datetime | None = None
+    """Only runs created before this time."""
     limit: Limit = 50
     cursor: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     """``next_cursor`` of the previous page."""
