@@ -176,7 +176,8 @@ class Versions(Protocol):
     """The workflow versions processes have served (each run is pinned to one)."""
 
     async def register(self, versions: Sequence[NewVersion]) -> None:
-        """Record versions (already recorded ones keep their first_seen)."""
+        """Record versions (already recorded ones keep their first_seen, and the source
+        text they were first recorded with; one recorded without any gets this one's)."""
         ...
 
     async def of(self, workflow: str) -> list[VersionRow]:
