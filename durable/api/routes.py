@@ -5,7 +5,19 @@ routes next to their handlers (:func:`durable.api.routing.route`)."""
 
 from __future__ import annotations
 
-from durable.api import backfills, health, hooks, reruns, runs, schedules, tokens, workflows
+from durable.api import (
+    assets,
+    backfills,
+    dead_letters,
+    health,
+    history,
+    hooks,
+    reruns,
+    runs,
+    schedules,
+    tokens,
+    workflows,
+)
 from durable.api.routing import Route
 
 __all__ = ["ROUTES"]
@@ -13,9 +25,12 @@ __all__ = ["ROUTES"]
 ROUTES: tuple[Route, ...] = (
     *workflows.ROUTES,
     *runs.ROUTES,
+    *history.ROUTES,
     *reruns.ROUTES,
     *backfills.ROUTES,
     *schedules.ROUTES,
+    *assets.ROUTES,
+    *dead_letters.ROUTES,
     *tokens.ROUTES,
     *health.ROUTES,
     *hooks.ROUTES,
