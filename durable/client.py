@@ -204,7 +204,8 @@ class Client:
         return (await self.get_run(run_id)).outputs()
 
     async def list_runs(self, **filters: Any) -> AsyncIterator[s.RunSummary]:
-        """Every run matching ``filters`` (workflow, status, trigger, since), page by page."""
+        """Every run matching ``filters`` (workflow, status, trigger, since, until), page by
+        page."""
         cursor = None
         while True:
             data = await self._request("GET", "/api/v1/runs", params={**filters, "cursor": cursor})

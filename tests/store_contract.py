@@ -182,6 +182,21 @@ class StoreContract:
         later = newest.created_at + timedelta(seconds=1)
         assert await store.list_runs(RunFilter(since=later)) == []
 
+    async def test_list_runs_until_keeps_runs_created_strictly_before(self, store: Any) -> None:
+        for i in range(3):
+            await store.append(run_stream(f"u{i}"), 0, [created(f"u{i}")])
+        every = await store.list_runs()
+        oldest, newest = every[-1].created_at, every[0].created_at
+        older = await store.list_runs(RunFilter(until=newest))
+        assert every[0] not in older
+        assert older == [r for r in every if r.created_at < newest]
+        assert await store.list_runs(RunFilter(until=oldest)) == []
+        assert await store.list_runs(RunFilter(until=newest + timedelta(seconds=1))) == every
+        window = RunFilter(since=oldest, until=newest, workflow="daily_sales", limit=10)
+        assert await store.list_runs(window) == [
+            r for r in every if oldest <= r.created_at < newest
+        ]
+
     async def test_rebuild_runs_from_the_log(self, store: Any) -> None:
         for i in range(5):
             await store.append(run_stream(f"r{i}"), 0, succeeded_run(f"r{i}"))

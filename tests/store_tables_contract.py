@@ -131,6 +131,21 @@ class TablesContract:
         assert await store.versions.first_seen("daily_sales") == first
         assert await store.versions.of("other") == []
 
+    async def test_a_version_keeps_the_first_source_text_recorded(self, store: Any) -> None:
+        def version(text: str | None) -> NewVersion:
+            return NewVersion(
+                workflow="w", version="v1", definition=b"{}", source="w.py", source_text=text
+            )
+
+        await store.versions.register([version(None)])  # recorded before texts were kept
+        (row,) = await store.versions.of("w")
+        assert row.source_text is None
+        await store.versions.register([version("wf = Workflow('w')\n")])
+        await store.versions.register([version("# edited comment\nwf = Workflow('w')\n")])
+        (again,) = await store.versions.of("w")
+        assert again.source_text == "wf = Workflow('w')\n"
+        assert again.first_seen == row.first_seen
+
     # -- task logs ---------------------------------------------------------------------
 
     async def test_task_logs_in_order_filtered_and_written_once(self, store: Any) -> None:

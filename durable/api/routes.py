@@ -6,8 +6,11 @@ routes next to their handlers (:func:`durable.api.routing.route`)."""
 from __future__ import annotations
 
 from durable.api import (
+    assets,
     backfills,
+    dead_letters,
     health,
+    history,
     hooks,
     reruns,
     runs,
@@ -23,9 +26,12 @@ __all__ = ["ROUTES"]
 ROUTES: tuple[Route, ...] = (
     *workflows.ROUTES,
     *runs.ROUTES,
+    *history.ROUTES,
     *reruns.ROUTES,
     *backfills.ROUTES,
     *schedules.ROUTES,
+    *assets.ROUTES,
+    *dead_letters.ROUTES,
     *tokens.ROUTES,
     *health.ROUTES,
     *hooks.ROUTES,

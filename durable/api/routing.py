@@ -28,7 +28,7 @@ from durable.api.metrics import HttpMetrics
 from durable.application.tokens import TokenInfo, authenticate, grants
 from durable.core.spec import DefinitionError, WorkflowSpec
 from durable.store.base import EventStore
-from durable.workflows.loader import WorkflowRegistry
+from durable.workflows.loader import LoadedWorkflow, WorkflowRegistry
 
 __all__ = [
     "CSRF_COOKIE",
@@ -190,9 +190,14 @@ class Call(Generic[B, Q]):
 
     def workflow(self) -> WorkflowSpec:
         """The loaded workflow named in the path (404 when none)."""
+        return self.loaded_workflow().spec
+
+    def loaded_workflow(self) -> LoadedWorkflow:
+        """The loaded workflow named in the path, with its code and file text (404 when
+        none)."""
         value = self.request.match_info["workflow"]
         try:
-            return self.deps.registry.get(value).spec
+            return self.deps.registry.get(value)
         except DefinitionError:
             raise ApiError(
                 404,

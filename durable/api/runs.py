@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from durable.api import schemas as s
+from durable.api.history import trigger_view
 from durable.api.routing import V1, ApiError, Call, resource, route
 from durable.application.commands import apply_command
 from durable.core.decide import Cancel, Command, Pause, Resume
@@ -29,9 +30,13 @@ __all__ = ["ROUTES", "exported", "load_state", "run_detail", "run_id_of"]
 _COMMAND_ERRORS = (400, 404, 409)
 
 
-async def load_state(store: EventStore, run_id: str) -> RunState:
-    """The run's state folded from its log (404 when it has none)."""
-    state = fold(await store.read_stream(run_stream(run_id)))
+async def load_state(store: EventStore, run_id: str, at_seq: int | None = None) -> RunState:
+    """The run's state folded from its log, or from its events up to ``at_seq`` (404 when
+    it has none)."""
+    records = await store.read_stream(run_stream(run_id))
+    if at_seq is not None:
+        records = [r for r in records if r.seq <= at_seq]
+    state = fold(records)
     if state is None:
         raise ApiError(404, "no such run", f"run {run_id!r} does not exist")
     return state
@@ -81,6 +86,7 @@ def run_detail(state: RunState) -> s.RunDetail:
         reason=state.reason,
         reruns=list(state.reruns),
         tasks=tasks,
+        trigger=trigger_view(state),
     )
 
 
@@ -131,6 +137,7 @@ async def list_runs(call: Call[None, s.RunsQuery]) -> s.RunPage:
             workflow=query.workflow,
             status=query.status,
             since=query.since,
+            until=query.until,
             trigger_kind=query.trigger,
             limit=query.limit + 1,
             before=before,
@@ -144,13 +151,15 @@ async def list_runs(call: Call[None, s.RunsQuery]) -> s.RunPage:
 @route(
     "GET",
     f"{V1}/runs/{{run_id}}",
-    summary="A run: status, and its tasks with attempts, durations and outputs",
+    summary="A run: status, trigger, and its tasks with attempts, durations and outputs "
+    "(?at_seq=N: as it was after event N)",
     scope="read",
+    query=s.RunQuery,
     responses={200: s.RunDetail},
-    errors=(404,),
+    errors=(400, 404),
 )
-async def get_run(call: Call[None, None]) -> s.RunDetail:
-    return run_detail(await load_state(call.deps.store, run_id_of(call)))
+async def get_run(call: Call[None, s.RunQuery]) -> s.RunDetail:
+    return run_detail(await load_state(call.deps.store, run_id_of(call), call.query.at_seq))
 
 
 @route(

@@ -11,10 +11,12 @@ from durable.application.schedules import schedule_status, set_schedule_paused
 from durable.core.schedule import next_fire
 from durable.core.spec import WorkflowSpec
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "schedule_view"]
 
 
-async def _view(deps: Deps, spec: WorkflowSpec) -> s.ScheduleView:
+async def schedule_view(deps: Deps, spec: WorkflowSpec) -> s.ScheduleView:
+    """A scheduled workflow's schedule: paused or not, its last interval, when it fires
+    next (from the injected clock)."""
     sched = spec.schedule
     if sched is None:  # callers pass scheduled workflows only
         raise ApiError(404, "no schedule", f"workflow {spec.name!r} has no schedule")
@@ -48,7 +50,7 @@ def _scheduled(call: Call[Any, Any]) -> WorkflowSpec:
 )
 async def list_schedules(call: Call[None, None]) -> s.ScheduleList:
     specs = [w.spec for w in call.deps.registry if w.spec.schedule is not None]
-    return s.ScheduleList(schedules=[await _view(call.deps, spec) for spec in specs])
+    return s.ScheduleList(schedules=[await schedule_view(call.deps, spec) for spec in specs])
 
 
 @route(
@@ -60,7 +62,7 @@ async def list_schedules(call: Call[None, None]) -> s.ScheduleList:
     errors=(404,),
 )
 async def get_schedule(call: Call[None, None]) -> s.ScheduleView:
-    return await _view(call.deps, _scheduled(call))
+    return await schedule_view(call.deps, _scheduled(call))
 
 
 @route(
@@ -78,7 +80,7 @@ async def pause_schedule(call: Call[s.CommandBody | None, None]) -> s.ScheduleVi
     body = call.body
     reason = body.reason if body and body.reason else ""
     await set_schedule_paused(call.deps.store, spec.name, True, reason=reason, by=call.by)
-    return await _view(call.deps, spec)
+    return await schedule_view(call.deps, spec)
 
 
 @route(
@@ -92,7 +94,7 @@ async def pause_schedule(call: Call[s.CommandBody | None, None]) -> s.ScheduleVi
 async def resume_schedule(call: Call[None, None]) -> s.ScheduleView:
     spec = _scheduled(call)
     await set_schedule_paused(call.deps.store, spec.name, False, by=call.by)
-    return await _view(call.deps, spec)
+    return await schedule_view(call.deps, spec)
 
 
 ROUTES = resource("schedules", list_schedules, get_schedule, pause_schedule, resume_schedule)

@@ -12,21 +12,39 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from durable.application.tokens import Scope
+from durable.core.attempts_view import Attempt, AttemptsView
 from durable.core.history import ExportedEvent
 from durable.core.runs_view import RunRow
 from durable.core.state import RunStatus, TaskStatus
 
 __all__ = [
+    "AssetList",
+    "AssetProducer",
+    "AssetUpdateView",
+    "AssetView",
+    "AttemptList",
+    "AttemptView",
     "BackfillCreate",
     "BackfillList",
     "BackfillView",
     "CommandBody",
     "CommandResult",
+    "DeadLetterList",
+    "DeadLetterView",
+    "DeadLettersQuery",
+    "ErrorView",
     "EventPage",
     "EventsQuery",
     "Graph",
+    "GraphEdge",
+    "GraphNode",
+    "Grid",
+    "GridCell",
+    "GridQuery",
+    "GridRun",
     "Health",
     "HookRuns",
+    "LastRun",
     "LogLine",
     "LogPage",
     "LogsQuery",
@@ -35,6 +53,7 @@ __all__ = [
     "RerunResult",
     "RunDetail",
     "RunPage",
+    "RunQuery",
     "RunSummary",
     "RunsQuery",
     "S3EventNotification",
@@ -46,10 +65,14 @@ __all__ = [
     "TokenList",
     "TriggerBody",
     "TriggerResult",
+    "TriggerView",
+    "VersionDetail",
+    "VersionView",
     "WaitQuery",
     "WebhookParams",
     "WorkflowDetail",
     "WorkflowList",
+    "WorkflowSource",
     "WorkflowSummary",
 ]
 
@@ -79,6 +102,12 @@ class Problem(msgspec.Struct, kw_only=True):
 # -- workflows ----------------------------------------------------------------------------
 
 
+class LastRun(msgspec.Struct, kw_only=True):
+    run_id: str
+    status: RunStatus
+    created_at: datetime
+
+
 class WorkflowSummary(msgspec.Struct, kw_only=True):
     name: str
     version: str
@@ -87,6 +116,14 @@ class WorkflowSummary(msgspec.Struct, kw_only=True):
     tasks: int
     triggers: list[str]
     """What starts its runs besides the API: schedule, kafka, s3, webhook, assets."""
+    last_run: LastRun | None
+    next_fire: datetime | None
+    """When its schedule fires next (as ``GET /api/v1/schedules`` says); None: unscheduled."""
+    success_rate: float | None
+    """Succeeded ÷ finished (succeeded, failed, cancelled) over its latest 20 finished
+    runs; None before any run finished."""
+    recent: list[RunStatus]
+    """The statuses of its latest 10 runs, newest first."""
 
 
 class WorkflowList(msgspec.Struct, kw_only=True):
@@ -96,6 +133,16 @@ class WorkflowList(msgspec.Struct, kw_only=True):
 class GraphNode(msgspec.Struct, kw_only=True):
     id: str
     kind: str
+    trigger_rule: str
+    """all_success, none_failed (a join), one_failed (a catch), all_done (a finally)."""
+    group: str | None
+    """The switch whose branches include this task, if any."""
+    branches: dict[str, list[str]] | None
+    """A switch's cases: value -> the tasks it runs."""
+    default_branch: list[str] | None
+    """A switch's tasks when no case matches."""
+    over: str | None
+    """A map's upstream task whose list it maps over (one child task per item)."""
 
 
 class GraphEdge(msgspec.Struct, kw_only=True):
@@ -121,6 +168,50 @@ class WorkflowDetail(msgspec.Struct, kw_only=True):
     definition: dict[str, Any]
     graph: Graph
     versions: list[VersionView]
+    schedule: ScheduleView | None
+    triggers: list[str]
+    params: dict[str, Any]
+
+
+class VersionDetail(msgspec.Struct, kw_only=True):
+    version: str
+    first_seen: datetime
+    runs: int
+    definition: dict[str, Any]
+    source_text: str | None
+    """The text of the file the version was defined in, as first recorded."""
+
+
+class WorkflowSource(msgspec.Struct, kw_only=True):
+    path: str | None
+    language: Literal["python", "yaml"]
+    text: str
+
+
+class GridQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 25
+
+
+class GridCell(msgspec.Struct, kw_only=True):
+    status: TaskStatus
+    attempt: int
+
+
+class GridRun(msgspec.Struct, kw_only=True):
+    run_id: str
+    status: RunStatus
+    created_at: datetime
+    logical_time: datetime | None
+    generation: int
+    cells: dict[str, GridCell]
+    """Each task of the run (map items left out) by name."""
+
+
+class Grid(msgspec.Struct, kw_only=True):
+    tasks: list[str]
+    """The tasks of the workflow's current definition, in topological order."""
+    runs: list[GridRun]
+    """Newest first."""
 
 
 class TriggerBody(_Body):
@@ -186,6 +277,9 @@ class RunsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     trigger: Name | None = None
     """Only runs started by this trigger kind (manual, http, schedule, kafka, ...)."""
     since: datetime | None = None
+    """Only runs created at or after this time."""
+    until: datetime | None = None
+    """Only runs created before this time."""
     limit: Limit = 50
     cursor: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     """``next_cursor`` of the previous page."""
@@ -198,6 +292,25 @@ RunSummary = RunRow
 class RunPage(msgspec.Struct, kw_only=True):
     runs: list[RunSummary]
     next_cursor: str | None
+
+
+class RunQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    at_seq: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
+    """The run as it was after this event (its state folded from events 1..at_seq)."""
+
+
+class TriggerView(msgspec.Struct, kw_only=True):
+    kind: str
+    source: str | None
+    key: str | None
+    """The run's idempotency key."""
+    logical_time: datetime | None
+    data_interval_start: datetime | None
+    data_interval_end: datetime | None
+    detail: dict[str, Any]
+    """What else is known of the trigger: kafka topic, partition, offset; s3 bucket, key,
+    version; schedule; backfill_id; asset and run_id; request_key (the caller's
+    Idempotency-Key); traceparent."""
 
 
 class ErrorView(msgspec.Struct, kw_only=True):
@@ -231,6 +344,14 @@ class RunDetail(RunRow, frozen=True, kw_only=True):
     reason: str | None
     reruns: list[str]
     tasks: list[TaskView]
+    trigger: TriggerView
+
+
+AttemptView = Attempt
+"""One attempt of a task in one generation (attempt 0: the task ended without any)."""
+
+AttemptList = AttemptsView
+"""A run's attempts in the order they were scheduled, and the run's own span."""
 
 
 class EventsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -360,6 +481,59 @@ class ScheduleView(msgspec.Struct, kw_only=True):
 
 class ScheduleList(msgspec.Struct, kw_only=True):
     schedules: list[ScheduleView]
+
+
+# -- assets and dead letters -------------------------------------------------------------
+
+
+class AssetUpdateView(msgspec.Struct, kw_only=True):
+    workflow: str
+    run_id: str
+    task: str
+    generation: int
+    updated_at: datetime
+
+
+class AssetProducer(msgspec.Struct, kw_only=True):
+    workflow: str
+    task: str
+
+
+class AssetView(msgspec.Struct, kw_only=True):
+    asset: str
+    last_update: AssetUpdateView | None
+    producers: list[AssetProducer]
+    """Tasks of the loaded workflows that declare they produce it."""
+    consumers: list[str]
+    """Loaded workflows that run when it is updated."""
+
+
+class AssetList(msgspec.Struct, kw_only=True):
+    assets: list[AssetView]
+
+
+class DeadLettersQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    limit: Limit = 50
+
+
+class DeadLetterView(msgspec.Struct, kw_only=True):
+    id: int
+    source: str
+    topic: str
+    partition: int
+    offset: int
+    workflow: str | None
+    reason: str
+    recorded_at: datetime
+    key_preview: str | None
+    """The message key's first 500 characters (UTF-8, undecodable bytes replaced)."""
+    value_preview: str | None
+    headers: dict[str, str]
+
+
+class DeadLetterList(msgspec.Struct, kw_only=True):
+    dead_letters: list[DeadLetterView]
+    """Newest first."""
 
 
 # -- tokens -------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ __all__ = ["create_run", "register_versions"]
 
 
 async def register_versions(store: EventStore, registry: WorkflowRegistry) -> None:
-    """Record every loaded workflow version (``durable versions`` lists them)."""
+    """Record every loaded workflow version with the text of its file (``durable
+    versions`` lists them)."""
     await store.versions.register(
         [
             NewVersion(
@@ -29,6 +30,7 @@ async def register_versions(store: EventStore, registry: WorkflowRegistry) -> No
                 version=w.spec.version,
                 definition=msgspec.json.encode(w.spec.to_dict()),
                 source=w.spec.source,
+                source_text=w.source_text,
             )
             for w in registry
         ]

@@ -57,7 +57,7 @@ Progress = Callable[[int, int], None]
 class RunFilter:
     """Filters of :meth:`EventStore.list_runs`."""
 
-    __slots__ = ("before", "limit", "since", "status", "trigger_kind", "workflow")
+    __slots__ = ("before", "limit", "since", "status", "trigger_kind", "until", "workflow")
 
     def __init__(
         self,
@@ -65,16 +65,19 @@ class RunFilter:
         workflow: str | None = None,
         status: RunStatus | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
         trigger_kind: str | None = None,
         before: tuple[datetime, str] | None = None,
     ) -> None:
-        """``before`` is a cursor: only runs older than ``(created_at, run_id)``."""
+        """``since``/``until``: created at or after ``since``, strictly before ``until``.
+        ``before`` is a cursor: only runs older than ``(created_at, run_id)``."""
         self.workflow = workflow
         self.trigger_kind = trigger_kind
         self.before = before
         self.status = status
         self.since = since
+        self.until = until
         self.limit = limit
 
 
@@ -173,7 +176,8 @@ class Versions(Protocol):
     """The workflow versions processes have served (each run is pinned to one)."""
 
     async def register(self, versions: Sequence[NewVersion]) -> None:
-        """Record versions (already recorded ones keep their first_seen)."""
+        """Record versions (already recorded ones keep their first_seen, and the source
+        text they were first recorded with; one recorded without any gets this one's)."""
         ...
 
     async def of(self, workflow: str) -> list[VersionRow]:

@@ -3,6 +3,10 @@
 Safe when several processes start at once: the whole run holds a transaction-scoped
 advisory lock, so one process applies and the others find the work done. An applied
 file whose text later changed is refused rather than silently skipped.
+
+Numbers are unique but may leave gaps: migrations written on parallel branches take
+numbers of their own, and a lower-numbered file that arrives after a higher one was
+applied is applied then (each migration stands alone: it never relies on a later one).
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import re
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 
 import msgspec
 
 from durable.core.errors import MigrationError
 
-__all__ = ["Migration", "apply_migrations", "load_migrations"]
+__all__ = ["Migration", "apply_migrations", "check_numbering", "load_migrations"]
 
 # pg_advisory_xact_lock key of the migrator ("durable migrations")
 _MIGRATION_LOCK = 0x6475_7261_626C_6D01
@@ -40,11 +45,19 @@ def load_migrations() -> list[Migration]:
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text()))
-    found.sort(key=lambda m: m.version)
-    for expected, m in enumerate(found, start=1):
-        if m.version != expected:
-            raise MigrationError(f"migration {m.name}: expected number {expected:04d}")
-    return found
+    return check_numbering(found)
+
+
+def check_numbering(migrations: list[Migration]) -> list[Migration]:
+    """``migrations`` in order of their numbers; MigrationError when two share one."""
+    ordered = sorted(migrations, key=lambda m: m.version)
+    for before, m in pairwise(ordered):
+        if m.version == before.version:
+            raise MigrationError(
+                f"migrations {before.name} and {m.name} have the same number",
+                hint="give the newer file the next free number",
+            )
+    return ordered
 
 
 async def apply_migrations(conn: Any, migrations: list[Migration] | None = None) -> list[str]:

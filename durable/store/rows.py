@@ -24,12 +24,14 @@ SlotLimit = tuple[str, str, int]
 
 
 class NewVersion(msgspec.Struct, frozen=True, kw_only=True):
-    """A workflow version a process serves, to record (``definition``: its spec as JSON)."""
+    """A workflow version a process serves, to record (``definition``: its spec as JSON;
+    ``source``: the path of its file, ``source_text``: the file's text)."""
 
     workflow: str
     version: str
     definition: bytes
     source: str = ""
+    source_text: str | None = None
 
 
 class VersionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +43,8 @@ class VersionRow(msgspec.Struct, frozen=True, kw_only=True):
     source: str
     first_seen: datetime
     runs: int
+    source_text: str | None = None
+    """The text of its file, as first recorded (None: recorded without one)."""
 
 
 class LogLine(msgspec.Struct, frozen=True, kw_only=True):

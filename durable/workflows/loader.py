@@ -19,11 +19,18 @@ __all__ = ["LoadedWorkflow", "WorkflowRegistry", "load_workflows"]
 
 
 class LoadedWorkflow:
-    """A workflow's definition and the code that runs its Python tasks."""
+    """A workflow's definition, the code that runs its Python tasks, and the text of the
+    file it was loaded from (None when it was not loaded from a file)."""
 
-    def __init__(self, spec: WorkflowSpec, callables: dict[str, Callable[..., Any]]) -> None:
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        callables: dict[str, Callable[..., Any]],
+        source_text: str | None = None,
+    ) -> None:
         self.spec = spec
         self.callables = callables
+        self.source_text = source_text
 
     def callable_for(self, task: str) -> Callable[..., Any]:
         fn = self.callables.get(task)
@@ -93,8 +100,13 @@ def load_workflows(*paths: Path) -> WorkflowRegistry:
             elif file.suffix in (".yaml", ".yml"):
                 _importable(file.parent)  # `python: module:function` resolves from here
                 spec = load_yaml_spec(file)
-                registry.add(LoadedWorkflow(spec, {}))
+                registry.add(LoadedWorkflow(spec, {}, _text(file)))
     return registry
+
+
+def _text(file: Path) -> str:
+    # the text as loaded, shown by the UI and kept with the version; never fails a load
+    return file.read_bytes().decode("utf-8", errors="replace")
 
 
 def _importable(folder: Path) -> None:
@@ -121,10 +133,11 @@ def _load_python(file: Path) -> list[LoadedWorkflow]:
         where = f"{file}:{line}" if line else str(file)
         raise DefinitionError(where, f"{type(exc).__name__}: {exc}") from None
     found = []
+    text = _text(file)
     for value in vars(module).values():
         if isinstance(value, Workflow):
             value.source = str(file)
-            found.append(LoadedWorkflow(value.spec(), dict(value.callables)))
+            found.append(LoadedWorkflow(value.spec(), dict(value.callables), text))
     return found
 
 

@@ -216,6 +216,7 @@ class MemoryEventStore:
             if (f.workflow is None or r.workflow == f.workflow)
             and (f.status is None or r.status == f.status)
             and (f.since is None or r.created_at >= f.since)
+            and (f.until is None or r.created_at < f.until)
             and (f.trigger_kind is None or r.trigger_kind == f.trigger_kind)
             and (f.before is None or (r.created_at, r.run_id) < f.before)
         ]

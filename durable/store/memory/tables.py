@@ -50,7 +50,15 @@ class MemoryVersions:
     async def register(self, versions: Sequence[NewVersion]) -> None:
         now = self._store.now()
         for v in versions:
-            self._rows.setdefault((v.workflow, v.version), (v, now))
+            key = (v.workflow, v.version)
+            known = self._rows.get(key)
+            if known is None:
+                self._rows[key] = (v, now)
+            elif known[0].source_text is None:  # the first text recorded is kept
+                self._rows[key] = (
+                    msgspec.structs.replace(known[0], source_text=v.source_text),
+                    known[1],
+                )
 
     async def of(self, workflow: str) -> list[VersionRow]:
         runs = self._store.runs()
@@ -61,6 +69,7 @@ class MemoryVersions:
                 definition=v.definition,
                 source=v.source,
                 first_seen=at,
+                source_text=v.source_text,
                 runs=sum(1 for r in runs if (r.workflow, r.version) == (v.workflow, v.version)),
             )
             for (name, _), (v, at) in self._rows.items()

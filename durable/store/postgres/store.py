@@ -302,6 +302,7 @@ class PostgresEventStore:
             "AND ($3::timestamptz IS NULL OR created_at >= $3) "
             "AND ($5::text IS NULL OR trigger_kind = $5) "
             "AND ($6::timestamptz IS NULL OR (created_at, run_id) < ($6, $7::text)) "
+            "AND ($8::timestamptz IS NULL OR created_at < $8) "
             "ORDER BY created_at DESC, run_id DESC LIMIT $4",
             f.workflow,
             f.status,
@@ -310,6 +311,7 @@ class PostgresEventStore:
             f.trigger_kind,
             f.before[0] if f.before else None,
             f.before[1] if f.before else None,
+            f.until,
         )
         return [run_row(r) for r in rows]
 

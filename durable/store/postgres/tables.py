@@ -40,15 +40,22 @@ class PgVersions:
         with translated("recording workflow versions"):
             async with self._pool.acquire() as conn:
                 await conn.executemany(
-                    "INSERT INTO durable.workflow_versions (workflow, version, definition, source) "
-                    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    [(v.workflow, v.version, v.definition, v.source) for v in versions],
+                    "INSERT INTO durable.workflow_versions "
+                    "(workflow, version, definition, source, source_text) "
+                    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workflow, version) DO UPDATE "
+                    "SET source_text = excluded.source_text "
+                    "WHERE durable.workflow_versions.source_text IS NULL",
+                    [
+                        (v.workflow, v.version, v.definition, v.source, v.source_text)
+                        for v in versions
+                    ],
                 )
 
     async def of(self, workflow: str) -> list[VersionRow]:
         with translated("listing workflow versions"):
             rows = await self._pool.fetch(
                 "SELECT v.workflow, v.version, v.first_seen, v.source, v.definition, "
+                "v.source_text, "
                 "(SELECT count(*) FROM durable.runs r WHERE r.workflow = v.workflow "
                 " AND r.version = v.version) AS runs "
                 "FROM durable.workflow_versions v WHERE v.workflow = $1 ORDER BY v.first_seen",
@@ -62,6 +69,7 @@ class PgVersions:
                 source=r["source"],
                 first_seen=r["first_seen"],
                 runs=r["runs"],
+                source_text=r["source_text"],
             )
             for r in rows
         ]
