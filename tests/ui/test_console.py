@@ -8,6 +8,7 @@ token) or to learn an id the assertion needs.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -108,14 +109,14 @@ def test_a_form_error_names_the_field_then_the_run_updates_live(
     page.fill("#param-regions", "")
     page.fill("#param-date", "2026-11-21")
     page.click("#trigger button[type=submit]")
-    expect(page).to_have_url(lambda url: "/ui/runs/" in url, timeout=TIMEOUT)
+    expect(page).to_have_url(re.compile(r"/ui/runs/[^/?]+$"), timeout=TIMEOUT)
     page.evaluate("window.__same_page = true")  # gone if the page reloads
     expect(page.locator("#head-status .badge")).to_have_text("succeeded", timeout=TIMEOUT)
     expect(page.locator('#graph g.node[data-id="report"]')).to_have_class(
         "node k-python s-succeeded", timeout=TIMEOUT
     )
     assert page.evaluate("window.__same_page") is True
-    expect(page.locator("#gantt g.bar")).to_have_count(7, timeout=TIMEOUT)
+    expect(page.locator("#gantt g.bar")).to_have_count(8, timeout=TIMEOUT)
     shot(page, screenshots, "run")
 
 
@@ -221,7 +222,7 @@ def test_grid_gantt_code_versions_schedules_assets_and_dead_letters(
     cell.click()
     expect(page).to_have_url(f"{console.url}/ui/runs/{run_id}?task=transform")
     expect(page.locator("#task-info")).to_contain_text("transform")
-    expect(page.locator("#gantt g.bar.s-succeeded")).to_have_count(7)
+    expect(page.locator("#gantt g.bar.s-succeeded")).to_have_count(8)
     page.goto(console.url + "/ui/workflows/daily_sales")
     expect(page.locator("#graph g.node.k-switch")).to_have_count(1)
     shot(page, screenshots, "workflow-graph")
@@ -269,11 +270,13 @@ def test_cancel_selected_runs_from_the_list(page: Page, console: Service, tmp_pa
     login(page, console)
     page.goto(console.url + "/ui/runs?workflow=chatty&status=running")
     deadline = time.monotonic() + 30
+    statuses = set()
     while time.monotonic() < deadline:  # both claimed and started
         statuses = {call(console, "GET", f"/api/v1/runs/{r}")["status"] for r in runs}
         if statuses == {"running"}:
             break
         time.sleep(0.2)
+    assert statuses == {"running"}, (statuses, "".join(console.log[-30:]))
     for run_id in runs:
         page.locator(f'tr[data-run="{run_id}"] input.pick').check(timeout=TIMEOUT)
     page.click("#cancel-selected")
