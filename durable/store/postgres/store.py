@@ -296,22 +296,35 @@ class PostgresEventStore:
 
     async def list_runs(self, filter: RunFilter | None = None) -> list[RunRow]:
         f = filter or RunFilter()
+        # Only the filters given are in the statement: each combination is its own
+        # prepared statement with its own plan, so the runs indexes serve every one (a
+        # generic "$1 IS NULL OR ..." plan scans and sorts the whole table).
+        where: list[str] = []
+        args: list[Any] = []
+
+        def given(clause: str, *values: Any) -> None:
+            args.extend(values)
+            numbers = range(len(args) - len(values) + 1, len(args) + 1)
+            where.append(clause.format(*(f"${n}" for n in numbers)))
+
+        if f.workflow is not None:
+            given("workflow = {}", f.workflow)
+        if f.status is not None:
+            given("status = {}", f.status)
+        if f.trigger_kind is not None:
+            given("trigger_kind = {}", f.trigger_kind)
+        if f.since is not None:
+            given("created_at >= {}", f.since)
+        if f.until is not None:
+            given("created_at < {}", f.until)
+        if f.before is not None:
+            given("(created_at, run_id) < ({}, {}::text)", f.before[0], f.before[1])
+        args.append(f.limit)
         rows = await self._fetch(
             f"SELECT {RUN_COLUMNS} FROM durable.runs "
-            "WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2) "
-            "AND ($3::timestamptz IS NULL OR created_at >= $3) "
-            "AND ($5::text IS NULL OR trigger_kind = $5) "
-            "AND ($6::timestamptz IS NULL OR (created_at, run_id) < ($6, $7::text)) "
-            "AND ($8::timestamptz IS NULL OR created_at < $8) "
-            "ORDER BY created_at DESC, run_id DESC LIMIT $4",
-            f.workflow,
-            f.status,
-            f.since,
-            f.limit,
-            f.trigger_kind,
-            f.before[0] if f.before else None,
-            f.before[1] if f.before else None,
-            f.until,
+            + (f"WHERE {' AND '.join(where)} " if where else "")
+            + f"ORDER BY created_at DESC, run_id DESC LIMIT ${len(args)}",
+            *args,
         )
         return [run_row(r) for r in rows]
 
