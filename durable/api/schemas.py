@@ -258,7 +258,10 @@ class LogLine(msgspec.Struct, kw_only=True):
     attempt: int
     at: datetime
     stream: str
+    """``stdout``, ``stderr`` (shell tasks), ``log``, ``warning``, ``error`` (ctx.log)."""
     message: str
+    id: int
+    """Grows in the order lines were written: pass the last one seen as ``after``."""
 
 
 class LogPage(msgspec.Struct, kw_only=True):
