@@ -46,6 +46,7 @@ from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.runtime.triggers.s3 import S3PollingService
 from durable.store.base import EventStore
 from durable.store.rows import LogLine
+from durable.workflows.context import DEFAULT_LOG_MAX_BYTES
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
 __all__ = [
@@ -112,6 +113,15 @@ def load(path: Path) -> WorkflowRegistry:
     help="Lease of a claimed run, seconds [env DURABLE_LEASE_SECONDS].",
 )
 @click.option(
+    "--task-log-max-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LOG_MAX_BYTES,
+    show_default=True,
+    envvar="DURABLE_TASK_LOG_MAX_BYTES",
+    help="Each task attempt's log cap (message text); past it, lines are dropped and "
+    "counted [env DURABLE_TASK_LOG_MAX_BYTES].",
+)
+@click.option(
     "--kafka",
     "kafka_bootstrap",
     envvar="DURABLE_KAFKA_BOOTSTRAP",
@@ -133,6 +143,7 @@ def up(
     max_tasks: int,
     max_runs: int,
     lease: float,
+    task_log_max_bytes: int,
     kafka_bootstrap: str | None,
     http_address: str | None,
 ) -> None:
@@ -146,7 +157,12 @@ def up(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         executor = Executor(
-            store, registry, max_tasks=max_tasks, max_runs=max_runs, lease_seconds=lease
+            store,
+            registry,
+            max_tasks=max_tasks,
+            max_runs=max_runs,
+            lease_seconds=lease,
+            task_log_max_bytes=task_log_max_bytes,
         )
         scheduler = Scheduler(store, registry, database=executor.database)
         scheduling = asyncio.create_task(scheduler.run(stop)) if scheduler.scheduled else None

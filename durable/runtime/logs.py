@@ -1,0 +1,158 @@
+"""Task logs on their way to the store: written while the attempt runs, in small batches.
+
+Each attempt's :class:`~durable.workflows.context.TaskLog` only buffers (a task never
+waits on the database to log a line); its :class:`LiveLog` writes what waits 200 ms after
+the first line of a batch, or as soon as 100 lines wait, one write at a time per attempt.
+The executor's :class:`LogWriter` bounds how many attempts write at once, so a chatty
+task takes at most that many of the pool's connections from the executor's appends.
+
+Writes are best effort: a failed batch waits again (the attempt's byte cap bounds what
+can wait) and goes with the next flush; the driver flushes once more before it appends
+the attempt's outcome, so when a run is seen finished, its lines are in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+
+from durable.core.errors import StoreError, StoreUnavailable
+from durable.runtime.outage import Outage
+from durable.store.base import TaskLogs
+from durable.workflows.context import DEFAULT_LOG_MAX_BYTES, TaskLog
+
+__all__ = ["FLUSH_INTERVAL", "FLUSH_LINES", "LiveLog", "LogWriter"]
+
+log = logging.getLogger("durable.runtime.logs")
+
+FLUSH_INTERVAL = 0.2
+"""Seconds a line may wait before its batch is written."""
+FLUSH_LINES = 100
+"""Lines that make a batch worth writing at once."""
+WRITE_TIMEOUT = 10.0
+"""Seconds a batch may take, waiting for its turn included, before it counts as failed."""
+MAX_BACKOFF = 5.0
+
+
+class LogWriter:
+    """The executor's writer of task logs: the store, the cap, and the bound on how many
+    batches are written at once."""
+
+    def __init__(
+        self,
+        logs: TaskLogs,
+        *,
+        max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        concurrency: int = 3,
+        interval: float = FLUSH_INTERVAL,
+        batch: int = FLUSH_LINES,
+        outage: Outage | None = None,
+    ) -> None:
+        self.logs = logs
+        self.max_bytes = max_bytes
+        self.interval = interval
+        self.batch = batch
+        self.outage = outage
+        """Told when PostgreSQL is away (one line for the whole executor)."""
+        self.turns = asyncio.Semaphore(concurrency)
+
+    def open(self, run_id: str, task: str, generation: int, attempt: int) -> LiveLog:
+        """The log of one attempt (not yet flushing: :meth:`LiveLog.start`)."""
+        return LiveLog(self, run_id, task, generation, attempt)
+
+
+class LiveLog:
+    """One attempt's log and its background flusher."""
+
+    def __init__(
+        self, writer: LogWriter, run_id: str, task: str, generation: int, attempt: int
+    ) -> None:
+        self._writer = writer
+        self._key = (run_id, task, generation, attempt)
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._waiting = asyncio.Event()  # a line waits
+        self._full = asyncio.Event()  # a batch waits
+        self._one_write = asyncio.Lock()  # an attempt's batches in order: numbers, ids
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._warned = False
+        self.log = TaskLog(max_bytes=writer.max_bytes, batch=writer.batch, notify=self._notify)
+        """What the task writes to (``ctx.log``)."""
+
+    @property
+    def unsent(self) -> bool:
+        """Lines wait that are not stored yet."""
+        return bool(self.log.lines)
+
+    def _notify(self, full: bool) -> None:
+        event = self._full if full else self._waiting
+        if threading.get_ident() == self._thread:
+            event.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody flushes
+                self._loop.call_soon_threadsafe(event.set)
+
+    def start(self) -> None:
+        """Flush in the background until :meth:`close`."""
+        run_id, task, _, attempt = self._key
+        self._task = asyncio.create_task(
+            self._flushing(), name=f"durable-log-{run_id}-{task}-{attempt}"
+        )
+
+    async def _flushing(self) -> None:
+        writer = self._writer
+        while True:
+            await self._waiting.wait()
+            if not self._full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), writer.interval)
+            if not await self.flush():
+                await asyncio.sleep(min(MAX_BACKOFF, writer.interval * 2.0**self._failures))
+
+    async def flush(self) -> bool:
+        """Write the lines that wait; False when they could not be (they wait again)."""
+        async with self._one_write:
+            self._waiting.clear()
+            self._full.clear()
+            first, lines = self.log.take()
+            if not lines:
+                return True
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT), self._writer.turns:
+                    await self._writer.logs.write(*self._key, lines, first)
+            except BaseException as exc:
+                # unknown whether it was stored: written again, its line numbers make
+                # the second write a no-op if the first one was
+                self.log.give_back(first, lines)
+                self._waiting.set()
+                if not isinstance(exc, StoreError | TimeoutError):
+                    raise
+                self._failed(exc)
+                return False
+            self._failures = 0
+            return True
+
+    def _failed(self, exc: StoreError | TimeoutError) -> None:
+        self._failures += 1
+        if isinstance(exc, StoreUnavailable | TimeoutError):
+            if self._writer.outage is not None:
+                self._writer.outage.failed(exc)
+        elif not self._warned:  # not an outage: worth a line, once per attempt
+            self._warned = True
+            run_id, task, _, attempt = self._key
+            log.warning(
+                "run %s: task %s#%d: its log lines are not stored: %s", run_id, task, attempt, exc
+            )
+
+    async def close(self) -> bool:
+        """The attempt ended: stop flushing in the background and write what is left, the
+        count of dropped lines included; False when that failed (:attr:`unsent`)."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.log.close()
+        return await self.flush()
