@@ -5,7 +5,17 @@ routes next to their handlers (:func:`durable.api.routing.route`)."""
 
 from __future__ import annotations
 
-from durable.api import backfills, health, hooks, reruns, runs, schedules, tokens, workflows
+from durable.api import (
+    backfills,
+    health,
+    hooks,
+    logs,
+    reruns,
+    runs,
+    schedules,
+    tokens,
+    workflows,
+)
 from durable.api.routing import Route
 
 __all__ = ["ROUTES"]
@@ -13,6 +23,7 @@ __all__ = ["ROUTES"]
 ROUTES: tuple[Route, ...] = (
     *workflows.ROUTES,
     *runs.ROUTES,
+    *logs.ROUTES,
     *reruns.ROUTES,
     *backfills.ROUTES,
     *schedules.ROUTES,
