@@ -15,6 +15,7 @@ from aiohttp import web
 from durable.api import create_app
 from durable.application.commands import apply_command
 from durable.application.ids import new_run_id
+from durable.application.logs import LogsEnded, follow_logs
 from durable.application.runs import create_run, register_versions
 from durable.application.tokens import ensure_first_token
 from durable.cli import Context, main, pass_context
@@ -331,24 +332,51 @@ def _progress_line(state: Any, event: Any) -> str:
 @click.argument("run_id")
 @click.argument("task", required=False)
 @click.option("--attempt", type=int, help="Only this attempt.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Print the lines as they are written, until the run (or TASK) ends.",
+)
 @pass_context
-def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None) -> None:
+def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None, follow: bool) -> None:
     """Print the stored logs of a run's tasks (stdout, stderr, ctx.log)."""
 
-    async def go(store: EventStore) -> list[LogLine]:
+    async def check(store: EventStore) -> None:
         state = fold(await run_records(store, run_id))
         if task is not None and state is not None and task not in state.tasks:
             raise DefinitionError(
                 f"run {run_id}", f"has no task {task!r}", hint=f"tasks: {', '.join(state.tasks)}"
             )
+
+    async def read(store: EventStore) -> list[LogLine]:
+        await check(store)
         return await store.logs.read(run_id, task, attempt)
 
-    rows = ctx.run(go)
+    async def tail(store: EventStore) -> None:
+        await check(store)
+        async for found in follow_logs(store, run_id, task=task, attempt=attempt):
+            if isinstance(found, LogsEnded):
+                what = f"task {task}" if task else f"run {run_id}"
+                status = found.task_status if task and found.task_status else found.status
+                click.echo(f"{what} {status}", err=True)
+                return
+            for r in found:
+                _print_line(r)
+
+    if follow:
+        ctx.run(tail)
+        return
+    rows = ctx.run(read)
     if not rows:
         click.echo("no log lines stored", err=True)
     for r in rows:
-        tag = f"{r.task}#{r.attempt}" + (f" g{r.generation}" if r.generation > 1 else "")
-        click.echo(f"{when(r.at)[11:]} {tag} {r.stream}: {r.message}")
+        _print_line(r)
+
+
+def _print_line(r: LogLine) -> None:
+    tag = f"{r.task}#{r.attempt}" + (f" g{r.generation}" if r.generation > 1 else "")
+    click.echo(f"{when(r.at)[11:]} {tag} {r.stream}: {r.message}")
 
 
 def _command(
