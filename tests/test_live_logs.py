@@ -313,6 +313,8 @@ async def test_the_log_stream_sends_lines_live_and_ends_with_the_run(
             _, one = await _get(http, f"{url}/api/v1/runs/{run_id}/logs?limit=1")
             missing, _ = await _get(http, f"{stream}?task=nope")
             bad, _ = await _get(http, f"{stream}?after=-1")
+            async with http.get(stream, headers={"Last-Event-ID": "9" * 20}) as response:
+                bad_id = response.status
     finally:
         for gate in gates.values():
             gate.set()
@@ -340,7 +342,7 @@ async def test_the_log_stream_sends_lines_live_and_ends_with_the_run(
     assert page["next_after"] == lines[-1]["id"] and page["more"] is False
     assert len(one["lines"]) == 1 and one["more"] is True
     assert one["next_after"] == lines[0]["id"]
-    assert (missing, bad) == (404, 400)
+    assert (missing, bad, bad_id) == (404, 400, 400)
 
 
 async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:

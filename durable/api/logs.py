@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 from durable.api import schemas as s
-from durable.api.routing import V1, ApiError, Call, Route, resource, route
+from durable.api.routing import V1, ApiError, Call, Header, Route, resource, route
 from durable.api.runs import load_state, run_id_of
 from durable.application.logs import LogsEnded, follow_logs
 from durable.core.state import RunState
@@ -18,9 +18,16 @@ from durable.store.rows import LogLine as StoredLine
 
 __all__ = ["KEEP_ALIVE", "ROUTES"]
 
+_MAX_ID = 2**63 - 1
 KEEP_ALIVE = 15.0
 """Seconds of silence after which the stream sends a comment (proxies keep it open)."""
 
+_LAST_EVENT_ID = Header(
+    name="Last-Event-ID",
+    description="Resume after this line id (the last `id:` received); wins over ?after= "
+    "when further",
+    pattern=r"^[0-9]{1,19}$",
+)
 _STREAM_EVENTS = (
     "`event: line`, one per log line: `id:` the line's id, data: a LogLine as JSON; "
     "then `event: end`, data: a LogStreamEnd as JSON ({status, task, task_status}), once "
@@ -75,6 +82,7 @@ async def run_logs(call: Call[None, s.LogsQuery]) -> s.LogPage:
     query=s.LogStreamQuery,
     stream="text/event-stream",
     sse=_STREAM_EVENTS,
+    headers=(_LAST_EVENT_ID,),
     errors=(400, 404),
 )
 async def run_log_stream(call: Call[None, s.LogStreamQuery]) -> web.StreamResponse:
@@ -82,8 +90,12 @@ async def run_log_stream(call: Call[None, s.LogStreamQuery]) -> web.StreamRespon
     state = await load_state(store, run_id_of(call))
     _check_task(state, query.task)
     after = query.after
-    last_id = request.headers.get("Last-Event-ID", "")
-    if last_id.isdigit():
+    last_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_id:
+        if not last_id.isdigit() or int(last_id) > _MAX_ID:
+            raise ApiError(
+                400, "bad Last-Event-ID", f"Last-Event-ID {last_id[:40]!r} is not a line id"
+            )
         after = max(after, int(last_id))
     response = web.StreamResponse(
         headers={
