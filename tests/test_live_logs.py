@@ -117,6 +117,23 @@ async def test_past_the_cap_one_line_says_so_and_the_dropped_are_counted(
     ]
 
 
+async def test_text_postgresql_would_refuse_is_stored_cleaned(pg_store: PostgresEventStore) -> None:
+    wf = Workflow("odd")
+
+    @wf.task
+    def odd(ctx: TaskContext) -> str:
+        ctx.log.info("a lone surrogate \udc80 and a NUL \x00 byte")
+        ctx.log.info("and the next line")
+        return "ok"
+
+    state = await run_to_end(pg_store, wf)
+    assert state.status == "succeeded"
+    assert await _lines(pg_store, state.run_id) == [
+        "a lone surrogate ? and a NUL  byte",
+        "and the next line",
+    ]
+
+
 # -- best effort: an outage does not lose the lines, nor fail the task -----------------------
 
 

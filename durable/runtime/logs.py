@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 
-from durable.core.errors import StoreError, StoreUnavailable
+from durable.core.errors import StoreUnavailable
 from durable.runtime.outage import Outage
 from durable.store.base import TaskLogs
 from durable.workflows.context import DEFAULT_LOG_MAX_BYTES, TaskLog
@@ -113,7 +113,8 @@ class LiveLog:
                 await asyncio.sleep(min(MAX_BACKOFF, writer.interval * 2.0**self._failures))
 
     async def flush(self) -> bool:
-        """Write the lines that wait; False when they could not be (they wait again)."""
+        """Write the lines that wait; False when they could not be: PostgreSQL away (they
+        wait again), or refused (they are lost, with one warning per attempt)."""
         async with self._one_write:
             self._waiting.clear()
             self._full.clear()
@@ -123,29 +124,33 @@ class LiveLog:
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT), self._writer.turns:
                     await self._writer.logs.write(*self._key, lines, first)
-            except BaseException as exc:
-                # unknown whether it was stored: written again, its line numbers make
+            except (StoreUnavailable, TimeoutError, asyncio.CancelledError) as exc:
+                # unknown whether they were stored: written again, their line numbers make
                 # the second write a no-op if the first one was
                 self.log.give_back(first, lines)
                 self._waiting.set()
-                if not isinstance(exc, StoreError | TimeoutError):
+                if isinstance(exc, asyncio.CancelledError):
                     raise
-                self._failed(exc)
+                self._failures += 1
+                if self._writer.outage is not None:
+                    self._writer.outage.failed(exc)
+                return False
+            except Exception as exc:  # refused, not away: trying again would not help
+                if not self._warned:
+                    self._warned = True
+                    run_id, task, _, attempt = self._key
+                    log.warning(
+                        "run %s: task %s#%d: %d log line(s) not stored: %s: %s",
+                        run_id,
+                        task,
+                        attempt,
+                        len(lines),
+                        type(exc).__name__,
+                        exc,
+                    )
                 return False
             self._failures = 0
             return True
-
-    def _failed(self, exc: StoreError | TimeoutError) -> None:
-        self._failures += 1
-        if isinstance(exc, StoreUnavailable | TimeoutError):
-            if self._writer.outage is not None:
-                self._writer.outage.failed(exc)
-        elif not self._warned:  # not an outage: worth a line, once per attempt
-            self._warned = True
-            run_id, task, _, attempt = self._key
-            log.warning(
-                "run %s: task %s#%d: its log lines are not stored: %s", run_id, task, attempt, exc
-            )
 
     async def close(self) -> bool:
         """The attempt ended: stop flushing in the background and write what is left, the

@@ -58,7 +58,11 @@ class TaskLog:
 
     def write(self, stream: str, message: str) -> None:
         text = message.rstrip("\n")
-        size = len(text.encode("utf-8", "replace")) + 1
+        try:
+            size = len(text.encode()) + 1
+        except UnicodeEncodeError:  # a lone surrogate: stored as the replacement character
+            text = text.encode("utf-8", "replace").decode()
+            size = len(text.encode()) + 1
         at = datetime.now(UTC)
         with self._lock:
             if self._closed:
