@@ -3,12 +3,15 @@
 Each attempt's :class:`~durable.workflows.context.TaskLog` only buffers (a task never
 waits on the database to log a line); its :class:`LiveLog` writes what waits 200 ms after
 the first line of a batch, or as soon as 100 lines wait, one write at a time per attempt.
-The executor's :class:`LogWriter` bounds how many attempts write at once, so a chatty
-task takes at most that many of the pool's connections from the executor's appends.
+The executor's :class:`LogWriter` bounds how many batches are written at once, so
+however chatty the tasks, their logs take at most that many of the pool's connections
+from the executor's appends.
 
-Writes are best effort: a failed batch waits again (the attempt's byte cap bounds what
-can wait) and goes with the next flush; the driver flushes once more before it appends
-the attempt's outcome, so when a run is seen finished, its lines are in the store.
+Writes are best effort and never fail a task: a batch that met an outage waits again (the
+attempt's byte cap bounds what can wait) and goes with the next flush; one PostgreSQL
+refused is dropped with a warning. An attempt's last batch is written before its outcome
+is appended (the driver tries again before each try of the outcome), so when a run is
+seen finished, its lines are in the store.
 """
 
 from __future__ import annotations
@@ -88,12 +91,16 @@ class LiveLog:
         return bool(self.log.lines)
 
     def _notify(self, full: bool) -> None:
-        event = self._full if full else self._waiting
         if threading.get_ident() == self._thread:
-            event.set()
+            self._wake(full)
         else:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody flushes
-                self._loop.call_soon_threadsafe(event.set)
+                self._loop.call_soon_threadsafe(self._wake, full)
+
+    def _wake(self, full: bool) -> None:
+        self._waiting.set()
+        if full:
+            self._full.set()
 
     def start(self) -> None:
         """Flush in the background until :meth:`close`."""

@@ -60,7 +60,7 @@ class TaskLog:
         text = message.rstrip("\n")
         try:
             size = len(text.encode()) + 1
-        except UnicodeEncodeError:  # a lone surrogate: stored as the replacement character
+        except UnicodeEncodeError:  # a lone surrogate (PostgreSQL would refuse it): a "?"
             text = text.encode("utf-8", "replace").decode()
             size = len(text.encode()) + 1
         at = datetime.now(UTC)
