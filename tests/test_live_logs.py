@@ -117,6 +117,25 @@ async def test_past_the_cap_one_line_says_so_and_the_dropped_are_counted(
     ]
 
 
+async def test_a_shell_flood_past_the_cap_is_counted_line_for_line(
+    pg_store: PostgresEventStore,
+) -> None:
+    wf = Workflow("flood")
+    wf.shell("flood", "seq 1 200000; printf no-newline", retries=0)
+    state = await run_to_end(pg_store, wf, task_log_max_bytes=1000)
+    assert state.status == "succeeded"
+    lines = await _lines(pg_store, state.run_id)
+    kept = lines[:-2]
+    assert kept == [str(i) for i in range(1, len(kept) + 1)] and 250 < len(kept) < 300
+    assert lines[-2:] == [
+        "[log truncated: the attempt's log is over 1000 bytes; further lines dropped]",
+        f"[log truncated: {200001 - len(kept)} lines dropped]",
+    ]
+    # the output's tail is the true end of the output, not of what was stored
+    tail = [str(i) for i in range(199982, 200001)] + ["no-newline"]
+    assert state.tasks["flood"].output == {"exit_code": 0, "stdout": tail}
+
+
 async def test_text_postgresql_would_refuse_is_stored_cleaned(pg_store: PostgresEventStore) -> None:
     wf = Workflow("odd")
 

@@ -57,6 +57,8 @@ class TaskLog:
         return self._dropped
 
     def write(self, stream: str, message: str) -> None:
+        if self._only_count():
+            return
         text = message.rstrip("\n")
         try:
             size = len(text.encode()) + 1
@@ -81,13 +83,33 @@ class TaskLog:
             self._notify(waiting >= self._batch)
 
     def info(self, message: str, *args: Any) -> None:
-        self.write("log", message % args if args else message)
+        if not self._only_count():
+            self.write("log", message % args if args else message)
 
     def warning(self, message: str, *args: Any) -> None:
-        self.write("warning", message % args if args else message)
+        if not self._only_count():
+            self.write("warning", message % args if args else message)
 
     def error(self, message: str, *args: Any) -> None:
-        self.write("error", message % args if args else message)
+        if not self._only_count():
+            self.write("error", message % args if args else message)
+
+    def count_dropped(self, lines: int) -> None:
+        """Count ``lines`` more lines dropped past the cap, never read one by one (the rest
+        of a flood of output)."""
+        with self._lock:
+            if not self._closed:
+                self._dropped += lines
+
+    def _only_count(self) -> bool:
+        """Past the cap (or closed): the line is only counted, cheaply (a flood does this
+        for every line), not even formatted."""
+        if not (self._dropped or self._closed):
+            return False
+        with self._lock:
+            if not self._closed:
+                self._dropped += 1
+        return True
 
     def take(self) -> tuple[int, list[LogLineTuple]]:
         """The lines waiting to be stored and the line number of the first; they are no
