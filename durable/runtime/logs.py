@@ -3,9 +3,12 @@
 Each attempt's :class:`~durable.workflows.context.TaskLog` only buffers (a task never
 waits on the database to log a line); its :class:`LiveLog` writes what waits 200 ms after
 the first line of a batch, or as soon as 100 lines wait, one write at a time per attempt.
-The executor's :class:`LogWriter` bounds how many batches are written at once, so
-however chatty the tasks, their logs take at most that many of the pool's connections
-from the executor's appends.
+The executor's :class:`LogWriter` bounds how many batches are written at once (one by
+default, of at most 5,000 lines), so however chatty the tasks, their logs take at most
+one of the pool's connections, and one PostgreSQL backend, from the executor's appends: a
+backlog only makes the next batches bigger. (Four tasks logging as fast as they can with
+a 1 GB cap, on 2 cores: 300 runs beside them took 18 s with one writer, 29 s with two,
+34 s with three; 1.3 s alone.)
 
 Writes are best effort and never fail a task: a batch that met an outage waits again (the
 attempt's byte cap bounds what can wait) and goes with the next flush; one PostgreSQL
@@ -24,7 +27,7 @@ import threading
 from durable.core.errors import StoreUnavailable
 from durable.runtime.outage import Outage
 from durable.store.base import TaskLogs
-from durable.workflows.context import DEFAULT_LOG_MAX_BYTES, TaskLog
+from durable.workflows.context import DEFAULT_LOG_MAX_BYTES, LogLineTuple, TaskLog
 
 __all__ = ["FLUSH_INTERVAL", "FLUSH_LINES", "LiveLog", "LogWriter"]
 
@@ -36,6 +39,8 @@ FLUSH_LINES = 100
 """Lines that make a batch worth writing at once."""
 WRITE_TIMEOUT = 10.0
 """Seconds a batch may take, waiting for its turn included, before it counts as failed."""
+MAX_BATCH = 5000
+"""Lines written in one statement at most (a backlog goes in several)."""
 MAX_BACKOFF = 5.0
 
 
@@ -48,7 +53,7 @@ class LogWriter:
         logs: TaskLogs,
         *,
         max_bytes: int = DEFAULT_LOG_MAX_BYTES,
-        concurrency: int = 3,
+        concurrency: int = 1,
         interval: float = FLUSH_INTERVAL,
         batch: int = FLUSH_LINES,
         outage: Outage | None = None,
@@ -120,44 +125,50 @@ class LiveLog:
                 await asyncio.sleep(min(MAX_BACKOFF, writer.interval * 2.0**self._failures))
 
     async def flush(self) -> bool:
-        """Write the lines that wait; False when they could not be: PostgreSQL away (they
-        wait again), or refused (they are lost, with one warning per attempt)."""
+        """Write the lines that wait, in batches of at most :data:`MAX_BATCH`; False when
+        they could not all be: PostgreSQL away (they wait again), or refused (a refused
+        batch is lost, with one warning per attempt)."""
         async with self._one_write:
             self._waiting.clear()
             self._full.clear()
-            first, lines = self.log.take()
-            if not lines:
-                return True
-            try:
-                async with asyncio.timeout(WRITE_TIMEOUT), self._writer.turns:
-                    await self._writer.logs.write(*self._key, lines, first)
-            except (StoreUnavailable, TimeoutError, asyncio.CancelledError) as exc:
-                # unknown whether they were stored: written again, their line numbers make
-                # the second write a no-op if the first one was
-                self.log.give_back(first, lines)
-                self._waiting.set()
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                self._failures += 1
-                if self._writer.outage is not None:
-                    self._writer.outage.failed(exc)
-                return False
-            except Exception as exc:  # refused, not away: trying again would not help
-                if not self._warned:
-                    self._warned = True
-                    run_id, task, _, attempt = self._key
-                    log.warning(
-                        "run %s: task %s#%d: %d log line(s) not stored: %s: %s",
-                        run_id,
-                        task,
-                        attempt,
-                        len(lines),
-                        type(exc).__name__,
-                        exc,
-                    )
-                return False
-            self._failures = 0
-            return True
+            while True:
+                first, lines = self.log.take(MAX_BATCH)
+                if not lines:
+                    self._failures = 0
+                    return True
+                if not await self._write(first, lines):
+                    return False
+
+    async def _write(self, first: int, lines: list[LogLineTuple]) -> bool:
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT), self._writer.turns:
+                await self._writer.logs.write(*self._key, lines, first)
+        except (StoreUnavailable, TimeoutError, asyncio.CancelledError) as exc:
+            # unknown whether they were stored: written again, their line numbers make
+            # the second write a no-op if the first one was
+            self.log.give_back(first, lines)
+            self._waiting.set()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._failures += 1
+            if self._writer.outage is not None:
+                self._writer.outage.failed(exc)
+            return False
+        except Exception as exc:  # refused, not away: trying again would not help
+            if not self._warned:
+                self._warned = True
+                run_id, task, _, attempt = self._key
+                log.warning(
+                    "run %s: task %s#%d: %d log line(s) not stored: %s: %s",
+                    run_id,
+                    task,
+                    attempt,
+                    len(lines),
+                    type(exc).__name__,
+                    exc,
+                )
+            return False
+        return True
 
     async def close(self) -> bool:
         """The attempt ended: stop flushing in the background and write what is left, the

@@ -111,13 +111,13 @@ class TaskLog:
                 self._dropped += 1
         return True
 
-    def take(self) -> tuple[int, list[LogLineTuple]]:
-        """The lines waiting to be stored and the line number of the first; they are no
-        longer waiting (:meth:`give_back` if storing them failed)."""
+    def take(self, limit: int) -> tuple[int, list[LogLineTuple]]:
+        """The (first ``limit``) lines waiting to be stored and the line number of the
+        first; they are no longer waiting (:meth:`give_back` if storing them failed)."""
         with self._lock:
-            first, lines = self._next, self._pending
+            first, lines = self._next, self._pending[:limit]
             self._next += len(lines)
-            self._pending = []
+            del self._pending[:limit]
             return first, lines
 
     def give_back(self, first: int, lines: list[LogLineTuple]) -> None:
