@@ -38,7 +38,8 @@ FLUSH_INTERVAL = 0.2
 FLUSH_LINES = 100
 """Lines that make a batch worth writing at once."""
 WRITE_TIMEOUT = 10.0
-"""Seconds a batch may take, waiting for its turn included, before it counts as failed."""
+"""Seconds a batch's write may take before PostgreSQL counts as away (each write times
+out, so a turn is never waited for forever)."""
 MAX_BATCH = 5000
 """Lines written in one statement at most (a backlog goes in several)."""
 MAX_BACKOFF = 5.0
@@ -141,7 +142,7 @@ class LiveLog:
 
     async def _write(self, first: int, lines: list[LogLineTuple]) -> bool:
         try:
-            async with asyncio.timeout(WRITE_TIMEOUT), self._writer.turns:
+            async with self._writer.turns, asyncio.timeout(WRITE_TIMEOUT):
                 await self._writer.logs.write(*self._key, lines, first)
         except (StoreUnavailable, TimeoutError, asyncio.CancelledError) as exc:
             # unknown whether they were stored: written again, their line numbers make
