@@ -163,27 +163,31 @@ async def test_a_batch_that_could_not_be_stored_goes_with_the_next_flush(
     database = urlsplit(database_url).path.lstrip("/")
     store = await connect(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}")
     outage = Outage("PostgreSQL", logging.getLogger("test"))
+    writer = LogWriter(store.logs, outage=outage, write_timeout=1.0)
+    load, save = writer.open("r1", "load", 1, 1), writer.open("r1", "save", 1, 1)
     try:
-        live = LogWriter(store.logs, outage=outage).open("r1", "load", 1, 1)
-        live.log.info("one")
-        live.log.info("two")
-        proxy.cut()
-        proxy.refuse(True)
-        assert not await live.flush()
-        assert outage.down and live.unsent
-        live.log.info("three")
+        load.log.info("one")
+        load.log.info("two")
+        save.log.info("saved")
+        proxy.stall(True)
+        assert not await load.flush()  # timed out: PostgreSQL counts as away
+        assert outage.down and writer.away and load.unsent
+        # the next batch is not tried while away (it would only wait out its own timeout)
+        assert not await save.flush() and save.unsent
+        load.log.info("three")
         proxy.heal()
 
         async def flushed() -> bool:
-            return await live.flush()
+            return await load.flush() and await save.flush()
 
         await eventually(flushed, "the lines were stored once PostgreSQL was back")
-        assert await live.close()
+        assert await load.close() and await save.close()
+        assert not writer.away
     finally:
         await store.close()
         await proxy.close()
-    lines = await pg_store.logs.read("r1")
-    assert [line.message for line in lines] == ["one", "two", "three"]
+    assert await _lines(pg_store, "r1", "load") == ["one", "two", "three"]
+    assert await _lines(pg_store, "r1", "save") == ["saved"]
 
 
 # -- kept when the executor is killed ------------------------------------------------------

@@ -3,12 +3,11 @@
 Each attempt's :class:`~durable.workflows.context.TaskLog` only buffers (a task never
 waits on the database to log a line); its :class:`LiveLog` writes what waits 200 ms after
 the first line of a batch, or as soon as 100 lines wait, one write at a time per attempt.
-The executor's :class:`LogWriter` bounds how many batches are written at once (one by
-default, of at most 5,000 lines), so however chatty the tasks, their logs take at most
-one of the pool's connections, and one PostgreSQL backend, from the executor's appends: a
-backlog only makes the next batches bigger. (Four tasks logging as fast as they can with
-a 1 GB cap, on 2 cores: 300 runs beside them took 18 s with one writer, 29 s with two,
-34 s with three; 1.3 s alone.)
+The executor's :class:`LogWriter` writes one batch (of at most 5,000 lines) at a time,
+so however chatty the tasks, their logs take at most one of the pool's connections, and
+one PostgreSQL backend, from the executor's appends: a backlog only makes the next
+batches bigger. (Four tasks logging as fast as they can with a 1 GB cap, on 2 cores: 300
+runs beside them took 18 s with one writer, 29 s with two, 34 s with three; 1.3 s alone.)
 
 Writes are best effort and never fail a task: a batch that met an outage waits again (the
 attempt's byte cap bounds what can wait) and goes with the next flush; one PostgreSQL
@@ -23,13 +22,14 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 
 from durable.core.errors import StoreUnavailable
 from durable.runtime.outage import Outage
 from durable.store.base import TaskLogs
 from durable.workflows.context import DEFAULT_LOG_MAX_BYTES, LogLineTuple, TaskLog
 
-__all__ = ["FLUSH_INTERVAL", "FLUSH_LINES", "LiveLog", "LogWriter"]
+__all__ = ["FLUSH_INTERVAL", "FLUSH_LINES", "LiveLog", "LogWriter", "NotWritten"]
 
 log = logging.getLogger("durable.runtime.logs")
 
@@ -38,26 +38,41 @@ FLUSH_INTERVAL = 0.2
 FLUSH_LINES = 100
 """Lines that make a batch worth writing at once."""
 WRITE_TIMEOUT = 10.0
-"""Seconds a batch's write may take before PostgreSQL counts as away (each write times
-out, so a turn is never waited for forever)."""
+"""Seconds a batch's write (or the wait for its turn) may take before it counts as
+failed."""
 MAX_BATCH = 5000
 """Lines written in one statement at most (a backlog goes in several)."""
 MAX_BACKOFF = 5.0
 
+LogKey = tuple[str, str, int, int]
+"""``(run_id, task, generation, attempt)``."""
+
+
+class NotWritten(Exception):
+    """A batch was not written: PostgreSQL is away, or known to be a moment ago (then the
+    batch was not even tried)."""
+
 
 class LogWriter:
-    """The executor's writer of task logs: the store, the cap, and the bound on how many
-    batches are written at once."""
+    """The executor's writer of task logs: the store, the cap, and the turn.
+
+    One batch is written at a time, all attempts taking turns: whatever the tasks log,
+    their logs hold at most one of the pool's connections (and one PostgreSQL backend)
+    that the appends could use, and an attempt's batches commit in order. A write that
+    times out is left to finish on its own (asyncpg may take a minute to give up a stalled
+    connection), keeping the turn until it does: the next batches wait for it, or give up
+    waiting and wait again, but never pile up on a stalled server.
+    """
 
     def __init__(
         self,
         logs: TaskLogs,
         *,
         max_bytes: int = DEFAULT_LOG_MAX_BYTES,
-        concurrency: int = 1,
         interval: float = FLUSH_INTERVAL,
         batch: int = FLUSH_LINES,
         outage: Outage | None = None,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         self.logs = logs
         self.max_bytes = max_bytes
@@ -65,21 +80,59 @@ class LogWriter:
         self.batch = batch
         self.outage = outage
         """Told when PostgreSQL is away (one line for the whole executor)."""
-        self.turns = asyncio.Semaphore(concurrency)
+        self.write_timeout = write_timeout
+        self._turn = asyncio.Lock()
+        self._away_until = 0.0
+
+    @property
+    def away(self) -> bool:
+        """A write found PostgreSQL away a moment ago: the next batches wait for the next
+        try rather than each wait out its own timeout (an executor stopping during an
+        outage stops at once)."""
+        return time.monotonic() < self._away_until
 
     def open(self, run_id: str, task: str, generation: int, attempt: int) -> LiveLog:
         """The log of one attempt (not yet flushing: :meth:`LiveLog.start`)."""
-        return LiveLog(self, run_id, task, generation, attempt)
+        return LiveLog(self, (run_id, task, generation, attempt))
+
+    async def write(self, key: LogKey, lines: list[LogLineTuple], first: int) -> None:
+        """Write one batch in its turn; raises NotWritten (it may still be written, if
+        its write was only slow) and what PostgreSQL refused."""
+        if self.away:
+            raise NotWritten("PostgreSQL is away")
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self._turn.acquire()
+        except TimeoutError:
+            raise NotWritten("a stalled write still has the turn") from None
+        if self.away:
+            self._turn.release()
+            raise NotWritten("PostgreSQL is away")
+        write = asyncio.create_task(self.logs.write(*key, lines, first))
+        write.add_done_callback(self._written)
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await asyncio.shield(write)
+        except (StoreUnavailable, TimeoutError) as exc:
+            if self.outage is not None:
+                self.outage.failed(exc)
+            delay = self.outage.delay() if self.outage is not None else self.interval
+            self._away_until = time.monotonic() + delay
+            raise NotWritten(str(exc) or type(exc).__name__) from exc
+        self._away_until = 0.0
+
+    def _written(self, write: asyncio.Task[None]) -> None:
+        self._turn.release()
+        if not write.cancelled():
+            write.exception()  # seen by whoever waited, or late: nobody to tell
 
 
 class LiveLog:
     """One attempt's log and its background flusher."""
 
-    def __init__(
-        self, writer: LogWriter, run_id: str, task: str, generation: int, attempt: int
-    ) -> None:
+    def __init__(self, writer: LogWriter, key: LogKey) -> None:
         self._writer = writer
-        self._key = (run_id, task, generation, attempt)
+        self._key = key
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._waiting = asyncio.Event()  # a line waits
@@ -142,18 +195,14 @@ class LiveLog:
 
     async def _write(self, first: int, lines: list[LogLineTuple]) -> bool:
         try:
-            async with self._writer.turns, asyncio.timeout(WRITE_TIMEOUT):
-                await self._writer.logs.write(*self._key, lines, first)
-        except (StoreUnavailable, TimeoutError, asyncio.CancelledError) as exc:
+            await self._writer.write(self._key, lines, first)
+        except (NotWritten, asyncio.CancelledError) as exc:
             # unknown whether they were stored: written again, their line numbers make
             # the second write a no-op if the first one was
-            self.log.give_back(first, lines)
-            self._waiting.set()
+            self._give_back(first, lines)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             self._failures += 1
-            if self._writer.outage is not None:
-                self._writer.outage.failed(exc)
             return False
         except Exception as exc:  # refused, not away: trying again would not help
             if not self._warned:
@@ -170,6 +219,10 @@ class LiveLog:
                 )
             return False
         return True
+
+    def _give_back(self, first: int, lines: list[LogLineTuple]) -> None:
+        self.log.give_back(first, lines)
+        self._waiting.set()
 
     async def close(self) -> bool:
         """The attempt ended: stop flushing in the background and write what is left, the
