@@ -182,12 +182,57 @@ async def test_a_batch_that_could_not_be_stored_goes_with_the_next_flush(
 
         await eventually(flushed, "the lines were stored once PostgreSQL was back")
         assert await load.close() and await save.close()
-        assert not writer.away
+        assert not writer.away and not outage.down
     finally:
         await store.close()
         await proxy.close()
     assert await _lines(pg_store, "r1", "load") == ["one", "two", "three"]
     assert await _lines(pg_store, "r1", "save") == ["saved"]
+
+
+async def test_lines_an_outage_held_back_are_stored_before_the_outcome(
+    pg_server: PgServer, pg_store: PostgresEventStore, database_url: str
+) -> None:
+    proxy = await FaultProxy.start(unix_path=str(pg_server.datadir / ".s.PGSQL.5432"))
+    database = urlsplit(database_url).path.lstrip("/")
+    store = await connect(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}")
+    gate = asyncio.Event()
+    failed_before: list[int] = []
+    wf = Workflow("outage")
+
+    @wf.task
+    async def talk(ctx: TaskContext) -> int:
+        ctx.log.info("before")
+        await gate.wait()
+        ctx.log.info("during the outage")
+        failed_before.append(executor.logs.failed_writes)
+        return 1
+
+    try:
+        async with running_executor(store, registry_of(wf)) as executor:
+            run_id, _ = await create_run(store, wf.spec(), {})
+
+            async def before() -> bool:
+                return await _lines(pg_store, run_id) == ["before"]
+
+            await eventually(before, "the first line was stored")
+            proxy.refuse(True)
+            proxy.cut()
+            gate.set()
+
+            async def held_back() -> bool:
+                return bool(failed_before) and executor.logs.failed_writes > failed_before[0]
+
+            await eventually(held_back, "the attempt ended and its last lines met the outage")
+            assert await _lines(pg_store, run_id) == ["before"]
+            proxy.heal()
+            state = await wait_for_run(pg_store, run_id)
+            # seen finished: its lines are all there
+            assert await _lines(pg_store, run_id) == ["before", "during the outage"]
+    finally:
+        await store.close()
+        await proxy.close()
+    assert state.status == "succeeded"
 
 
 # -- kept when the executor is killed ------------------------------------------------------

@@ -10,8 +10,8 @@ batches bigger. (Four tasks logging as fast as they can with a 1 GB cap, on 2 co
 runs beside them took 18 s with one writer, 29 s with two, 34 s with three; 1.3 s alone.)
 
 Writes are best effort and never fail a task: a batch that met an outage waits again (the
-attempt's byte cap bounds what can wait) and goes with the next flush; one PostgreSQL
-refused is dropped with a warning. An attempt's last batch is written before its outcome
+attempt's byte cap bounds what can wait) and goes with the next flush; a batch PostgreSQL
+refuses is dropped with a warning. An attempt's last batch is written before its outcome
 is appended (the driver tries again before each try of the outcome), so when a run is
 seen finished, its lines are in the store.
 """
@@ -81,14 +81,18 @@ class LogWriter:
         self.outage = outage
         """Told when PostgreSQL is away (one line for the whole executor)."""
         self.write_timeout = write_timeout
+        self.failed_writes = 0
+        """Batches PostgreSQL was found away for (a test's positive sign)."""
         self._turn = asyncio.Lock()
         self._away_until = 0.0
 
     @property
     def away(self) -> bool:
-        """A write found PostgreSQL away a moment ago: the next batches wait for the next
-        try rather than each wait out its own timeout (an executor stopping during an
-        outage stops at once)."""
+        """A write found PostgreSQL away a moment ago, and nobody heard from it since (the
+        outage is not over): the next batches wait for the next try rather than each wait
+        out its own timeout (an executor stopping during an outage stops at once)."""
+        if self.outage is not None and not self.outage.down:
+            return False
         return time.monotonic() < self._away_until
 
     def open(self, run_id: str, task: str, generation: int, attempt: int) -> LiveLog:
@@ -114,12 +118,15 @@ class LogWriter:
             async with asyncio.timeout(self.write_timeout):
                 await asyncio.shield(write)
         except (StoreUnavailable, TimeoutError) as exc:
+            self.failed_writes += 1
             if self.outage is not None:
                 self.outage.failed(exc)
             delay = self.outage.delay() if self.outage is not None else self.interval
             self._away_until = time.monotonic() + delay
             raise NotWritten(str(exc) or type(exc).__name__) from exc
         self._away_until = 0.0
+        if self.outage is not None:
+            self.outage.ok()
 
     def _written(self, write: asyncio.Task[None]) -> None:
         self._turn.release()
