@@ -2,7 +2,7 @@
 
 Configuration comes from the environment: DURABLE_DATABASE_URL (required here: a
 container has no embedded database worth keeping), DURABLE_WORKFLOWS, DURABLE_MAX_TASKS,
-DURABLE_MAX_RUNS, DURABLE_LEASE_SECONDS. SIGTERM stops it cleanly: runs are let go and
+DURABLE_MAX_RUNS, DURABLE_LEASE_SECONDS, DURABLE_TASK_LOG_MAX_BYTES. SIGTERM stops it cleanly: runs are let go and
 other executors take them over.
 """
 

@@ -109,7 +109,8 @@ def _operation(route: Route, schemas: dict[Any, dict[str, Any]]) -> dict[str, An
         if kind is not None:
             ok["content"] = _content(schemas[kind])
         elif route.stream == "text/event-stream":
-            ok["content"] = {route.stream: {"schema": _SSE_EVENT}}
+            events = {**_SSE_EVENT, "description": route.sse} if route.sse else _SSE_EVENT
+            ok["content"] = {route.stream: {"schema": copy.deepcopy(events)}}
         elif route.stream is not None:
             ok["content"] = {route.stream.split(";")[0]: {"schema": {"type": "string"}}}
         responses[str(status)] = ok

@@ -256,6 +256,8 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
     errors: tuple[int, ...] = ()
     stream: str | None = None
     """Content type of a non-JSON answer (server-sent events, metrics text)."""
+    sse: str = ""
+    """What the server-sent events of a ``text/event-stream`` answer are (for OpenAPI)."""
     headers: tuple[Header, ...] = ()
     tag: str = ""
     optional_body: bool = False
@@ -284,6 +286,7 @@ def route(
     responses: dict[int, Response] | None = None,
     errors: tuple[int, ...] = (),
     stream: str | None = None,
+    sse: str = "",
     headers: tuple[Header, ...] = (),
     optional_body: bool = False,
     raw: bool = False,
@@ -308,6 +311,7 @@ def route(
             responses=responses if responses is not None else {200: None},
             errors=errors,
             stream=stream,
+            sse=sse,
             headers=headers,
             optional_body=optional_body,
             raw=raw,

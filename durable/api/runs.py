@@ -1,6 +1,6 @@
 """``/api/v1/runs``: listing runs, a run's detail, events (pages and a live server-sent
-event stream), task logs, waiting for the end, and the operator's commands (cancel,
-pause, resume). Reruns are in :mod:`durable.api.reruns`."""
+event stream), waiting for the end, and the operator's commands (cancel, pause, resume).
+Task logs are in :mod:`durable.api.logs`, reruns in :mod:`durable.api.reruns`."""
 
 from __future__ import annotations
 
@@ -239,28 +239,6 @@ async def run_event_stream(call: Call[None, s.EventsQuery]) -> web.StreamRespons
 
 @route(
     "GET",
-    f"{V1}/runs/{{run_id}}/logs",
-    summary="The stored log lines of a run's tasks",
-    scope="read",
-    query=s.LogsQuery,
-    responses={200: s.LogPage},
-    errors=(400, 404),
-)
-async def run_logs(call: Call[None, s.LogsQuery]) -> s.LogPage:
-    query = call.query
-    state = await load_state(call.deps.store, run_id_of(call))
-    if query.task is not None and query.task not in state.tasks:
-        raise ApiError(
-            404,
-            "no such task",
-            f"run {state.run_id} has no task {query.task!r}; tasks: {', '.join(state.tasks)}",
-        )
-    rows = await call.deps.store.logs.read(state.run_id, query.task, query.attempt, query.limit)
-    return s.LogPage(lines=[s.LogLine(**msgspec.structs.asdict(r)) for r in rows])
-
-
-@route(
-    "GET",
     f"{V1}/runs/{{run_id}}/wait",
     summary="Wait (long-poll) until the run ends or the timeout passes; returns the run",
     scope="read",
@@ -342,7 +320,6 @@ ROUTES = resource(
     get_run,
     run_events,
     run_event_stream,
-    run_logs,
     wait_run,
     cancel_run,
     pause_run,

@@ -47,6 +47,8 @@ __all__ = [
     "LastRun",
     "LogLine",
     "LogPage",
+    "LogStreamEnd",
+    "LogStreamQuery",
     "LogsQuery",
     "Problem",
     "RerunBody",
@@ -80,6 +82,8 @@ Text = Annotated[str, msgspec.Meta(max_length=1000)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+LineId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+AttemptNumber = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 
 
 class _Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -369,8 +373,18 @@ class EventPage(msgspec.Struct, kw_only=True):
 
 class LogsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     task: Name | None = None
-    attempt: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    attempt: AttemptNumber | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
+    after: LineId = 0
+    """Lines with an id past this one (``next_after`` of the previous page)."""
+
+
+class LogStreamQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    task: Name | None = None
+    """Only this task's lines; the stream ends when the task has ended."""
+    attempt: AttemptNumber | None = None
+    after: LineId = 0
+    """Lines with an id past this one (``Last-Event-ID`` wins when it is further)."""
 
 
 class LogLine(msgspec.Struct, kw_only=True):
@@ -379,11 +393,27 @@ class LogLine(msgspec.Struct, kw_only=True):
     attempt: int
     at: datetime
     stream: str
+    """``stdout``, ``stderr`` (shell tasks), ``log``, ``warning``, ``error`` (ctx.log)."""
     message: str
+    id: int
+    """Grows in the order lines were written: pass the last one seen as ``after``."""
 
 
 class LogPage(msgspec.Struct, kw_only=True):
     lines: list[LogLine]
+    """In the order they were written (by id)."""
+    next_after: int
+    """Pass as ``after`` for the next page (or to look for new lines later)."""
+    more: bool
+
+
+class LogStreamEnd(msgspec.Struct, kw_only=True):
+    """The data of the log stream's last event, ``end``."""
+
+    status: RunStatus
+    """The run's status."""
+    task: str | None = None
+    task_status: TaskStatus | None = None
 
 
 class WaitQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -15,6 +15,7 @@ from aiohttp import web
 from durable.api import create_app
 from durable.application.commands import apply_command
 from durable.application.ids import new_run_id
+from durable.application.logs import LogsEnded, follow_logs
 from durable.application.runs import create_run, register_versions
 from durable.application.tokens import ensure_first_token
 from durable.cli import Context, main, pass_context
@@ -46,6 +47,7 @@ from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.runtime.triggers.s3 import S3PollingService
 from durable.store.base import EventStore
 from durable.store.rows import LogLine
+from durable.workflows.context import DEFAULT_LOG_MAX_BYTES
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
 __all__ = [
@@ -112,6 +114,15 @@ def load(path: Path) -> WorkflowRegistry:
     help="Lease of a claimed run, seconds [env DURABLE_LEASE_SECONDS].",
 )
 @click.option(
+    "--task-log-max-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LOG_MAX_BYTES,
+    show_default=True,
+    envvar="DURABLE_TASK_LOG_MAX_BYTES",
+    help="Each task attempt's log cap (message text); past it, lines are dropped and "
+    "counted [env DURABLE_TASK_LOG_MAX_BYTES].",
+)
+@click.option(
     "--kafka",
     "kafka_bootstrap",
     envvar="DURABLE_KAFKA_BOOTSTRAP",
@@ -136,6 +147,7 @@ def up(
     max_tasks: int,
     max_runs: int,
     lease: float,
+    task_log_max_bytes: int,
     kafka_bootstrap: str | None,
     http_address: str,
     no_http: bool,
@@ -152,7 +164,12 @@ def up(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         executor = Executor(
-            store, registry, max_tasks=max_tasks, max_runs=max_runs, lease_seconds=lease
+            store,
+            registry,
+            max_tasks=max_tasks,
+            max_runs=max_runs,
+            lease_seconds=lease,
+            task_log_max_bytes=task_log_max_bytes,
         )
         scheduler = Scheduler(store, registry, database=executor.database)
         scheduling = asyncio.create_task(scheduler.run(stop)) if scheduler.scheduled else None
@@ -345,24 +362,51 @@ def _progress_line(state: Any, event: Any) -> str:
 @click.argument("run_id")
 @click.argument("task", required=False)
 @click.option("--attempt", type=int, help="Only this attempt.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Print the lines as they are written, until the run (or TASK) ends.",
+)
 @pass_context
-def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None) -> None:
+def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None, follow: bool) -> None:
     """Print the stored logs of a run's tasks (stdout, stderr, ctx.log)."""
 
-    async def go(store: EventStore) -> list[LogLine]:
+    async def check(store: EventStore) -> None:
         state = fold(await run_records(store, run_id))
         if task is not None and state is not None and task not in state.tasks:
             raise DefinitionError(
                 f"run {run_id}", f"has no task {task!r}", hint=f"tasks: {', '.join(state.tasks)}"
             )
+
+    async def read(store: EventStore) -> list[LogLine]:
+        await check(store)
         return await store.logs.read(run_id, task, attempt)
 
-    rows = ctx.run(go)
+    async def tail(store: EventStore) -> None:
+        await check(store)
+        async for found in follow_logs(store, run_id, task=task, attempt=attempt):
+            if isinstance(found, LogsEnded):
+                what = f"task {task}" if task else f"run {run_id}"
+                status = found.task_status if task and found.task_status else found.status
+                click.echo(f"{what} {status}", err=True)
+                return
+            for r in found:
+                _print_line(r)
+
+    if follow:
+        ctx.run(tail)
+        return
+    rows = ctx.run(read)
     if not rows:
         click.echo("no log lines stored", err=True)
     for r in rows:
-        tag = f"{r.task}#{r.attempt}" + (f" g{r.generation}" if r.generation > 1 else "")
-        click.echo(f"{when(r.at)[11:]} {tag} {r.stream}: {r.message}")
+        _print_line(r)
+
+
+def _print_line(r: LogLine) -> None:
+    tag = f"{r.task}#{r.attempt}" + (f" g{r.generation}" if r.generation > 1 else "")
+    click.echo(f"{when(r.at)[11:]} {tag} {r.stream}: {r.message}")
 
 
 def _command(

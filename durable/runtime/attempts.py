@@ -3,13 +3,13 @@
 Pure helpers around the I/O of an attempt: what a task sees (:func:`task_context`), how
 its body's exceptions become an :class:`~durable.core.events.ErrorInfo` that says whether
 a retry can help (:func:`run_attempt`: an unexpected exception is a retryable task
-failure, never an executor crash), and its log lines kept (:func:`write_log`).
+failure, never an executor crash). Its log goes to the store through a
+:class:`~durable.runtime.logs.LiveLog`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -17,17 +17,17 @@ from typing import Any
 
 import msgspec
 
-from durable.core.errors import DurableError, StoreError, TaskError
+from durable.core.errors import DurableError, TaskError
 from durable.core.events import ErrorInfo
 from durable.core.spec import WorkflowSpec
 from durable.core.state import RunState
 from durable.core.step import map_items
 from durable.core.tasks import TaskSpec
+from durable.runtime.logs import LiveLog
 from durable.runtime.tasks import Resources, run_task
-from durable.store.base import EventStore
 from durable.workflows.context import TaskContext, TaskLog
 
-__all__ = ["AttemptResult", "run_attempt", "task_context", "write_log"]
+__all__ = ["AttemptResult", "run_attempt", "task_context"]
 
 
 class AttemptResult(msgspec.Struct):
@@ -38,7 +38,7 @@ class AttemptResult(msgspec.Struct):
     attempt: int
     output: Any = None
     error: ErrorInfo | None = None
-    log: TaskLog | None = None
+    log: LiveLog | None = None
 
 
 def task_context(
@@ -111,11 +111,3 @@ async def run_attempt(
             retryable=True,
             traceback="".join(traceback.format_exception(exc)[-8:]),
         )
-
-
-async def write_log(store: EventStore, run_id: str, result: AttemptResult) -> None:
-    lines = result.log.lines if result.log is not None else []
-    if not lines:
-        return
-    with contextlib.suppress(StoreError):  # logs are best effort: the outcome is in the log
-        await store.logs.write(run_id, result.task, result.generation, result.attempt, lines)

@@ -45,7 +45,8 @@ from durable.core.step import (
     step,
 )
 from durable.core.tasks import SqlTask
-from durable.runtime.attempts import AttemptResult, run_attempt, task_context, write_log
+from durable.runtime.attempts import AttemptResult, run_attempt, task_context
+from durable.runtime.logs import LiveLog
 from durable.runtime.tasks import sql as sql_task
 from durable.workflows.context import TaskContext, TaskLog
 from durable.workflows.loader import LoadedWorkflow
@@ -195,8 +196,8 @@ class RunDriver:
                     and (t.generation, t.attempt) == (generation, attempt)
                 )
                 await self._advance([AttemptsLost(tasks=still)] if still else [])
-            case ("tx", task, generation, attempt, ctx, task_log):
-                await self._transactional(task, generation, attempt, ctx, task_log)
+            case ("tx", task, generation, attempt, ctx, live):
+                await self._transactional(task, generation, attempt, ctx, live)
             case AttemptResult():
                 await self._record_result(message)
 
@@ -357,21 +358,27 @@ class RunDriver:
     async def _attempt(self, name: str, generation: int, attempt: int) -> None:
         assert self.loaded is not None and self.state is not None
         spec = self.spec.task(name)
-        task_log = TaskLog()
-        ctx = self._context(name, generation, attempt, task_log)
-        result = AttemptResult(task=name, generation=generation, attempt=attempt, log=task_log)
+        live = self.ex.logs.open(self.run_id, name, generation, attempt)
+        ctx = self._context(name, generation, attempt, live.log)
+        result = AttemptResult(task=name, generation=generation, attempt=attempt, log=live)
         try:
             if isinstance(spec, SqlTask) and spec.transactional:
                 self._in_tx.add(name)  # between here and its commit, no attempt runs it
-                self.inbox.put_nowait(("tx", name, generation, attempt, ctx, task_log))
+                self.inbox.put_nowait(("tx", name, generation, attempt, ctx, live))
                 return
-            result.output, result.error = await run_attempt(
-                spec,
-                ctx,
-                resources=self.ex.resources,
-                callable_for=self.loaded.callable_for,
-                not_before=self.state.tasks[name].not_before,
-            )
+            live.start()
+            try:
+                result.output, result.error = await run_attempt(
+                    spec,
+                    ctx,
+                    resources=self.ex.resources,
+                    callable_for=self.loaded.callable_for,
+                    not_before=self.state.tasks[name].not_before,
+                )
+            finally:
+                # its last lines are stored before its outcome is appended (a stopped
+                # attempt's too)
+                await live.close()
             self.inbox.put_nowait(result)
         finally:
             self.ex.slots.give()
@@ -379,8 +386,6 @@ class RunDriver:
                 del self.attempts[name]
 
     async def _record_result(self, result: AttemptResult) -> None:
-        if result.log is not None and result.log.lines:
-            await write_log(self.ex.store, self.run_id, result)
         while self._stop is None:
             assert self.state is not None
             t = self.state.tasks[result.task]
@@ -404,30 +409,35 @@ class RunDriver:
                     attempt=result.attempt,
                     error=result.error,
                 )
+            if result.log is not None and result.log.unsent:
+                await result.log.flush()  # lines its last flush could not store: try again
             if await self._advance([outcome]):
                 return
 
     async def _transactional(
-        self, name: str, generation: int, attempt: int, ctx: TaskContext, task_log: TaskLog
+        self, name: str, generation: int, attempt: int, ctx: TaskContext, live: LiveLog
     ) -> None:
         """Run a SQL task's statement and record its completion in one transaction."""
+        live.start()
         try:
-            await self._transact(name, generation, attempt, ctx, task_log)
+            await self._transact(name, generation, attempt, ctx, live)
         finally:
             self._in_tx.discard(name)
+            await live.close()
 
     async def _transact(
-        self, name: str, generation: int, attempt: int, ctx: TaskContext, task_log: TaskLog
+        self, name: str, generation: int, attempt: int, ctx: TaskContext, live: LiveLog
     ) -> None:
         spec = self.spec.task(name)
         assert isinstance(spec, SqlTask)
-        result = AttemptResult(task=name, generation=generation, attempt=attempt, log=task_log)
+        result = AttemptResult(task=name, generation=generation, attempt=attempt, log=live)
         if spec.connection_name != "durable":
             result.error = ErrorInfo(
                 type="ConfigurationError",
                 retryable=False,
                 message="a transactional SQL task must run on durable's own database",
             )
+            await live.close()
             await self._record_result(result)
             return
         while self._stop is None:
@@ -440,6 +450,7 @@ class RunDriver:
                 assert self.state is not None
                 async with asyncio.timeout(spec.timeout):
                     output = await sql_task.execute(conn, spec, ctx)
+                await live.flush()  # its lines before its completion (best effort)
                 # the completion alone commits with the rows; what follows is the next
                 # advance's
                 done = AttemptSucceeded(
@@ -471,8 +482,7 @@ class RunDriver:
             else:
                 for r in recorded:
                     self.state = evolve(self.state, r)
-                result.log = task_log
-                await write_log(self.ex.store, self.run_id, result)
                 return
+            await live.close()
             await self._record_result(result)
             return

@@ -21,9 +21,11 @@ from datetime import UTC, datetime
 from durable.application.runs import register_versions
 from durable.core.errors import StoreError
 from durable.runtime.driver import RunDriver
+from durable.runtime.logs import LogWriter
 from durable.runtime.outage import Outage
 from durable.runtime.tasks import Resources
 from durable.store.base import EventStore, Watch
+from durable.workflows.context import DEFAULT_LOG_MAX_BYTES
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["Executor", "Slots"]
@@ -91,7 +93,10 @@ class Executor:
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
         clock: Callable[[], datetime] = _utcnow,
+        task_log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
     ) -> None:
+        """``task_log_max_bytes``: each attempt's log cap (message text); past it, lines
+        are counted and dropped."""
         self.store = store
         self.registry = registry
         self.id = executor_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -109,6 +114,8 @@ class Executor:
         """The executor's view of PostgreSQL, shared by its loops and its run drivers:
         one line when it goes, one when it is back, for the whole executor."""
         self.wakeups = Outage("PostgreSQL wake-ups (LISTEN)", log)
+        self.logs = LogWriter(store.logs, max_bytes=task_log_max_bytes, outage=self.database)
+        """Writes task attempts' logs while they run."""
 
     @property
     def listening(self) -> bool:

@@ -190,7 +190,7 @@ class Versions(Protocol):
 
 
 class TaskLogs(Protocol):
-    """Log lines of task attempts, written while (or after) they run."""
+    """Log lines of task attempts, written in batches while they run, read incrementally."""
 
     async def write(
         self,
@@ -199,9 +199,12 @@ class TaskLogs(Protocol):
         generation: int,
         attempt: int,
         lines: Sequence[tuple[datetime, str, str]],
+        first_line: int = 1,
     ) -> None:
-        """Store an attempt's ``(at, stream, message)`` lines, numbered in order; lines
-        already stored are kept (a retried write is a no-op)."""
+        """Store a batch of an attempt's ``(at, stream, message)`` lines, numbered in order
+        from ``first_line``; a line whose number is already stored is kept (a retried
+        batch is a no-op). Each new line gets an id past every id of the run committed
+        before it."""
         ...
 
     async def read(
@@ -210,8 +213,10 @@ class TaskLogs(Protocol):
         task: str | None = None,
         attempt: int | None = None,
         limit: int | None = None,
+        after_id: int = 0,
     ) -> list[LogLine]:
-        """A run's stored lines in time order, of one task / attempt if given."""
+        """A run's stored lines with id > ``after_id``, in the order they were written
+        (by id), of one task / attempt if given; at most ``limit``."""
         ...
 
 

@@ -48,7 +48,8 @@ class VersionRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LogLine(msgspec.Struct, frozen=True, kw_only=True):
-    """One stored log line of a task attempt."""
+    """One stored log line of a task attempt; ``id`` grows in the order lines were
+    written (a reader resumes after the last one it saw)."""
 
     task: str
     generation: int
@@ -56,6 +57,7 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
     stream: str
     message: str
+    id: int
 
 
 class TokenRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,29 +2,146 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["TaskContext", "TaskLog"]
+__all__ = ["DEFAULT_LOG_MAX_BYTES", "LogLineTuple", "TaskContext", "TaskLog"]
+
+DEFAULT_LOG_MAX_BYTES = 2 * 1024 * 1024
+"""An attempt's log cap by default (2 MiB of message text)."""
+
+LogLineTuple = tuple[datetime, str, str]
+"""``(at, stream, message)``."""
 
 
 class TaskLog:
-    """A task attempt's log: lines kept in order, stored with the attempt."""
+    """A task attempt's log: its lines, in order, held until the executor stores them
+    (while the attempt runs, in small batches).
 
-    def __init__(self) -> None:
-        self.lines: list[tuple[datetime, str, str]] = []
+    At most ``max_bytes`` of message text (a newline each counted) are kept per attempt;
+    past that, one line says the log was truncated and further lines are only counted,
+    and :meth:`close` adds one line saying how many were dropped. Safe to write from any
+    thread (a sync task runs in one). ``notify(full)`` is called (from the writing thread)
+    when the first line waits to be stored, and when ``batch`` lines wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        batch: int = 100,
+        notify: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self._batch = batch
+        self._notify = notify
+        self._lock = threading.Lock()
+        self._pending: list[LogLineTuple] = []
+        self._next = 1  # the line number of _pending[0]
+        self._bytes = 0
+        self._dropped = 0
+        self._closed = False
+
+    @property
+    def lines(self) -> list[LogLineTuple]:
+        """The lines not yet taken to be stored (all of them, when no executor stores
+        this log: a task called in a unit test)."""
+        with self._lock:
+            return list(self._pending)
+
+    @property
+    def dropped(self) -> int:
+        """How many lines were dropped past the cap."""
+        return self._dropped
 
     def write(self, stream: str, message: str) -> None:
-        self.lines.append((datetime.now(UTC), stream, message.rstrip("\n")))
+        if self._only_count():
+            return
+        text = message.rstrip("\n")
+        try:
+            size = len(text.encode()) + 1
+        except UnicodeEncodeError:  # a lone surrogate (PostgreSQL would refuse it): a "?"
+            text = text.encode("utf-8", "replace").decode()
+            size = len(text.encode()) + 1
+        at = datetime.now(UTC)
+        with self._lock:
+            if self._closed:
+                return
+            if self._dropped or self._bytes + size > self.max_bytes:
+                self._dropped += 1
+                if self._dropped > 1:
+                    return  # only counted
+                line = (at, "log", _truncated(self.max_bytes))
+            else:
+                self._bytes += size
+                line = (at, stream, text)
+            self._pending.append(line)
+            waiting = len(self._pending)
+        if self._notify is not None and waiting in (1, self._batch):
+            self._notify(waiting >= self._batch)
 
     def info(self, message: str, *args: Any) -> None:
-        self.write("log", message % args if args else message)
+        if not self._only_count():
+            self.write("log", message % args if args else message)
 
     def warning(self, message: str, *args: Any) -> None:
-        self.write("warning", message % args if args else message)
+        if not self._only_count():
+            self.write("warning", message % args if args else message)
 
     def error(self, message: str, *args: Any) -> None:
-        self.write("error", message % args if args else message)
+        if not self._only_count():
+            self.write("error", message % args if args else message)
+
+    def count_dropped(self, lines: int) -> None:
+        """Count ``lines`` more lines dropped past the cap, never read one by one (the rest
+        of a flood of output)."""
+        with self._lock:
+            if not self._closed:
+                self._dropped += lines
+
+    def _only_count(self) -> bool:
+        """Past the cap (or closed): the line is only counted, cheaply (a flood does this
+        for every line), not even formatted."""
+        if not (self._dropped or self._closed):
+            return False
+        with self._lock:
+            if not self._closed:
+                self._dropped += 1
+        return True
+
+    def take(self, limit: int) -> tuple[int, list[LogLineTuple]]:
+        """The (first ``limit``) lines waiting to be stored and the line number of the
+        first; they are no longer waiting (:meth:`give_back` if storing them failed)."""
+        with self._lock:
+            first, lines = self._next, self._pending[:limit]
+            self._next += len(lines)
+            del self._pending[:limit]
+            return first, lines
+
+    def give_back(self, first: int, lines: list[LogLineTuple]) -> None:
+        """Lines of the last :meth:`take` that could not be stored: they wait again, first."""
+        with self._lock:
+            self._pending = lines + self._pending
+            self._next = first
+
+    def close(self) -> None:
+        """The attempt ended: say how many lines were dropped; later writes are ignored
+        (a sync task's thread may outlive its attempt's timeout)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._dropped:
+                s = "" if self._dropped == 1 else "s"
+                self._pending.append(
+                    (datetime.now(UTC), "log", f"[log truncated: {self._dropped} line{s} dropped]")
+                )
+
+
+def _truncated(max_bytes: int) -> str:
+    return f"[log truncated: the attempt's log is over {max_bytes} bytes; further lines dropped]"
 
 
 class TaskContext:

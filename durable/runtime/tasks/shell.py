@@ -16,6 +16,7 @@ from durable.workflows.context import TaskContext
 __all__ = ["run"]
 
 _TAIL = 20
+_CHUNK = 256 * 1024
 
 
 async def run(spec: ShellTask, ctx: TaskContext) -> Any:
@@ -62,6 +63,9 @@ async def run(spec: ShellTask, ctx: TaskContext) -> Any:
             ctx.log.write(name, line)
             tail.append(line)
             del tail[:-_TAIL]
+            if ctx.log.dropped:
+                await _count_the_rest(stream, ctx, tail)
+                return
 
     try:
         await asyncio.gather(
@@ -77,6 +81,23 @@ async def run(spec: ShellTask, ctx: TaskContext) -> Any:
         killed = f" (killed by signal {-code})" if code < 0 else ""
         raise TaskError(f"command exited with {code}{killed}{detail}", type="ShellError")
     return {"exit_code": code, "stdout": stdout_tail[-_TAIL:]}
+
+
+async def _count_the_rest(stream: asyncio.StreamReader, ctx: TaskContext, tail: list[str]) -> None:
+    """Past the log's cap, lines are only counted: read in large chunks, not line by line,
+    so that a flood of output costs the executor's event loop little; the tail is kept."""
+    partial = b""
+    while chunk := await stream.read(_CHUNK):
+        lines = (partial + chunk).split(b"\n")
+        partial = lines.pop()[-_CHUNK:]  # of a giant line, its end is enough
+        if lines:
+            ctx.log.count_dropped(len(lines))
+            tail.extend(raw.decode(errors="replace") for raw in lines[-_TAIL:])
+            del tail[:-_TAIL]
+    if partial:
+        ctx.log.count_dropped(1)
+        tail.append(partial.decode(errors="replace"))
+        del tail[:-_TAIL]
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:

@@ -86,6 +86,7 @@ class MemoryVersions:
 class MemoryTaskLogs:
     def __init__(self) -> None:
         self._lines: dict[tuple[str, str, int, int, int], LogLine] = {}
+        self._last_id = 0
 
     async def write(
         self,
@@ -94,18 +95,21 @@ class MemoryTaskLogs:
         generation: int,
         attempt: int,
         lines: Sequence[tuple[datetime, str, str]],
+        first_line: int = 1,
     ) -> None:
-        for n, (at, stream, message) in enumerate(lines, start=1):
-            self._lines.setdefault(
-                (run_id, task, generation, attempt, n),
-                LogLine(
-                    task=task,
-                    generation=generation,
-                    attempt=attempt,
-                    at=at,
-                    stream=stream,
-                    message=message.replace("\x00", ""),
-                ),
+        for n, (at, stream, message) in enumerate(lines, start=first_line):
+            key = (run_id, task, generation, attempt, n)
+            if key in self._lines:
+                continue  # a retried batch: the line is kept as first written
+            self._last_id += 1
+            self._lines[key] = LogLine(
+                task=task,
+                generation=generation,
+                attempt=attempt,
+                at=at,
+                stream=stream,
+                message=message.replace("\x00", ""),
+                id=self._last_id,
             )
 
     async def read(
@@ -114,18 +118,19 @@ class MemoryTaskLogs:
         task: str | None = None,
         attempt: int | None = None,
         limit: int | None = None,
+        after_id: int = 0,
     ) -> list[LogLine]:
-        found = sorted(
+        lines = sorted(
             (
-                (line.at, line.task, k[4], line)
+                line
                 for k, line in self._lines.items()
                 if k[0] == run_id
+                and line.id > after_id
                 and (task is None or line.task == task)
                 and (attempt is None or line.attempt == attempt)
             ),
-            key=lambda t: t[:3],
+            key=lambda line: line.id,
         )
-        lines = [t[3] for t in found]
         return lines if limit is None else lines[:limit]
 
 

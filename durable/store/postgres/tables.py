@@ -83,6 +83,19 @@ class PgVersions:
         return value
 
 
+# The run's advisory lock is taken before the ids are drawn (the CTE runs first: the rows
+# to insert come out of it) and held until commit, so two batches of one run never commit
+# out of id order and "lines after id N" is complete.
+_WRITE_LOGS = (
+    "WITH locked AS (SELECT pg_advisory_xact_lock(hashtext('durable.task_logs:' || $1::text))) "
+    "INSERT INTO durable.task_logs "
+    "(run_id, task, generation, attempt, line, at, stream, message) "
+    "SELECT $1, $2, $3, $4, $5 + n - 1, at, stream, message "
+    "FROM locked, unnest($6::timestamptz[], $7::text[], $8::text[]) WITH ORDINALITY "
+    "AS l(at, stream, message, n) ON CONFLICT DO NOTHING"
+)
+
+
 class PgTaskLogs:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -94,20 +107,18 @@ class PgTaskLogs:
         generation: int,
         attempt: int,
         lines: Sequence[tuple[datetime, str, str]],
+        first_line: int = 1,
     ) -> None:
         if not lines:
             return
         with translated("writing task logs"):
             await self._pool.execute(
-                "INSERT INTO durable.task_logs "
-                "(run_id, task, generation, attempt, line, at, stream, message) "
-                "SELECT $1, $2, $3, $4, n, at, stream, message "
-                "FROM unnest($5::timestamptz[], $6::text[], $7::text[]) WITH ORDINALITY "
-                "AS l(at, stream, message, n) ON CONFLICT DO NOTHING",
+                _WRITE_LOGS,
                 run_id,
                 task,
                 generation,
                 attempt,
+                first_line,
                 [at for at, _, _ in lines],
                 [s for _, s, _ in lines],
                 [m.replace("\x00", "") for _, _, m in lines],
@@ -119,13 +130,16 @@ class PgTaskLogs:
         task: str | None = None,
         attempt: int | None = None,
         limit: int | None = None,
+        after_id: int = 0,
     ) -> list[LogLine]:
         with translated("reading task logs"):
             rows = await self._pool.fetch(
-                "SELECT task, generation, attempt, at, stream, message FROM durable.task_logs "
-                "WHERE run_id = $1 AND ($2::text IS NULL OR task = $2) "
-                "AND ($3::int IS NULL OR attempt = $3) ORDER BY at, task, line LIMIT $4",
+                "SELECT task, generation, attempt, at, stream, message, id "
+                "FROM durable.task_logs WHERE run_id = $1 AND id > $2 "
+                "AND ($3::text IS NULL OR task = $3) AND ($4::int IS NULL OR attempt = $4) "
+                "ORDER BY id LIMIT $5",
                 run_id,
+                after_id,
                 task,
                 attempt,
                 limit,
