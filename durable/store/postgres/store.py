@@ -320,12 +320,18 @@ class PostgresEventStore:
         if f.before is not None:
             given("(created_at, run_id) < ({}, {}::text)", f.before[0], f.before[1])
         args.append(f.limit)
-        rows = await self._fetch(
+        sql = (
             f"SELECT {RUN_COLUMNS} FROM durable.runs "
             + (f"WHERE {' AND '.join(where)} " if where else "")
-            + f"ORDER BY created_at DESC, run_id DESC LIMIT ${len(args)}",
-            *args,
+            + f"ORDER BY created_at DESC, run_id DESC LIMIT ${len(args)}"
         )
+        # Planned for the values given, every time: a cached generic plan assumes an
+        # average status, and pages "the latest failed runs" of a workflow that never
+        # failed by walking all its runs (90 ms at 100,000 runs, against 0.1 ms).
+        with translated("reading"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                rows = await conn.fetch(sql, *args)
         return [run_row(r) for r in rows]
 
     async def runs_by_keys(self, keys: Sequence[str]) -> dict[str, RunRow]:
