@@ -386,9 +386,9 @@ class CommitObserver(Protocol):
     """Told of every committed batch of appends (telemetry hooks in here: the store
     imports no telemetry library). Called on the event loop: it must be quick."""
 
-    def committed(self, events: int, seconds: float, waits: Sequence[float]) -> None:
-        """A batch of ``len(waits)`` appends (``events`` events) committed; its statement
-        took ``seconds``; ``waits`` are each append's seconds from submission to commit."""
+    def committed(self, appends: int, events: int, seconds: float, waited: float) -> None:
+        """A batch of ``appends`` appends (``events`` events) committed; its statement took
+        ``seconds``; its oldest append ``waited`` seconds from submission to commit."""
         ...
 
 

@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import Meter
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from prometheus_client import CollectorRegistry, generate_latest
@@ -96,6 +102,7 @@ class Telemetry:
         self.provider = MeterProvider(
             metric_readers=readers,
             resource=Resource.create({SERVICE_NAME: name, SERVICE_VERSION: __version__}),
+            exemplar_filter=_exemplar_filter(env),
             shutdown_on_exit=False,  # shut down by its owner: many per test process
         )
         self.meter: Meter = self.provider.get_meter(SCOPE, __version__)
@@ -125,6 +132,18 @@ class Telemetry:
             return
         self._shut = True
         self.provider.shutdown(timeout_millis=10_000)
+
+
+def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter:
+    """Off unless ``OTEL_METRICS_EXEMPLAR_FILTER`` asks: durable's measurements are taken
+    from the log, outside any span, so the SDK's default (trace_based) would find no trace
+    to link and cost every measurement its look for one."""
+    chosen = environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "always_off").strip().lower()
+    if chosen == "always_on":
+        return AlwaysOnExemplarFilter()
+    if chosen == "trace_based":
+        return TraceBasedExemplarFilter()
+    return AlwaysOffExemplarFilter()
 
 
 def _millis(environ: Mapping[str, str], name: str, default: float) -> float:

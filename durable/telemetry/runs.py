@@ -8,15 +8,16 @@ to ``run_started``. An executor that takes a run over after a crash measures fro
 same events, so a takeover's attempt is timed from its own start.
 
 The driver calls :meth:`RunCounter.record` once per appended event, with the run's state
-before it: a type check, and for the few events that count one ``add`` or ``record`` on
-an attribute set built once per workflow.
+before it: a type check; an addition for a run's start and end; one histogram ``record``,
+on an attribute set built once per workflow version, for each attempt's start and end.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from durable.core.events import (
     Recorded,
@@ -56,16 +57,36 @@ _OUTCOME: dict[type, str] = {
 
 
 class RunMetrics:
-    """The run instruments of one meter; :meth:`counter` gives a run's driver its own."""
+    """The run instruments of one meter; :meth:`counter` gives a run's driver its own.
+
+    The counters are plain integers read when metrics are collected (observable
+    instruments): counting costs an addition. The SDK's ``record`` costs microseconds (it
+    cleans and hashes the attributes of every measurement), so only the durations, which
+    need its histograms, pay it.
+    """
 
     def __init__(self, meter: Meter) -> None:
-        self.started = meter.create_counter(
-            "durable.runs.started", unit="{run}", description="Runs an executor started."
+        self.started: dict[str, int] = {}
+        self.finished: dict[tuple[str, str], int] = {}
+        self.running = 0
+        """Task attempts running in this process."""
+        meter.create_observable_counter(
+            "durable.runs.started",
+            callbacks=[self._observe_started],
+            unit="{run}",
+            description="Runs an executor started.",
         )
-        self.finished = meter.create_counter(
+        meter.create_observable_counter(
             "durable.runs.finished",
+            callbacks=[self._observe_finished],
             unit="{run}",
             description="Runs that ended, by status (succeeded, failed, cancelled).",
+        )
+        meter.create_observable_up_down_counter(
+            "durable.executor.attempts",
+            callbacks=[lambda options: [Observation(self.running)]],
+            unit="{attempt}",
+            description="Task attempts running in this process.",
         )
         self.attempt = meter.create_histogram(
             "durable.task.attempt.duration",
@@ -86,32 +107,37 @@ class RunMetrics:
             description="Time from a run's creation (its trigger) to its start.",
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
         )
-        self.running = meter.create_up_down_counter(
-            "durable.executor.attempts",
-            unit="{attempt}",
-            description="Task attempts running in this process.",
-        )
-        self._workflows: dict[str, _WorkflowAttributes] = {}
+        self._workflows: dict[int, _WorkflowAttributes] = {}
 
     def counter(self, spec: WorkflowSpec) -> RunCounter:
         """What a run of ``spec`` counts with (its attribute sets are shared by every run of
-        the workflow)."""
-        attributes = self._workflows.get(spec.name)
-        if attributes is None or attributes.spec is not spec:
-            attributes = self._workflows[spec.name] = _WorkflowAttributes(spec)
-        return RunCounter(self, attributes)
+        the workflow version)."""
+        # by identity: a spec's version is a hash, computed on each read
+        found = self._workflows.get(id(spec))
+        if found is None or found.spec is not spec:
+            found = self._workflows[id(spec)] = _WorkflowAttributes(spec)
+        return RunCounter(self, found)
+
+    # the collecting thread reads copies: dict() of a dict is atomic under the GIL
+    def _observe_started(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"workflow": w}) for w, n in dict(self.started).items()]
+
+    def _observe_finished(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(n, {"workflow": w, "status": status})
+            for (w, status), n in dict(self.finished).items()
+        ]
 
 
 class _WorkflowAttributes:
     """The attribute sets of one workflow's measurements, made once each."""
 
-    __slots__ = ("attempts", "finished", "kinds", "queued", "spec", "started", "triggers")
+    __slots__ = ("attempts", "finished", "kinds", "name", "queued", "spec", "triggers")
 
     def __init__(self, spec: WorkflowSpec) -> None:
         self.spec = spec
-        name = spec.name
-        self.started = {"workflow": name}
-        self.finished = {status: {"workflow": name, "status": status} for status in _ENDED.values()}
+        self.name = spec.name
+        self.finished = {status: (spec.name, status) for status in _ENDED.values()}
         self.kinds: dict[str, str] = {}
         self.attempts: dict[tuple[str, str], dict[str, str]] = {}
         self.queued: dict[str, dict[str, str]] = {}
@@ -181,7 +207,8 @@ class RunCounter:
                     self._a.attempt(event.task, _OUTCOME[type(event)]),
                 )
         elif isinstance(event, RunStarted):
-            self._m.started.add(1, self._a.started)
+            started = self._m.started
+            started[self._a.name] = started.get(self._a.name, 0) + 1
             self._m.trigger.record(
                 _seconds(state.created_at, recorded.recorded_at),
                 self._a.trigger(state.trigger.kind),
@@ -197,14 +224,15 @@ class RunCounter:
 
     def began(self) -> None:
         """A task attempt of the run began here."""
-        self._m.running.add(1)
+        self._m.running += 1
 
     def ended(self) -> None:
         """A task attempt of the run ended here (however)."""
-        self._m.running.add(-1)
+        self._m.running -= 1
 
     def _end(self, kind: type) -> None:
-        self._m.finished.add(1, self._a.finished[_ENDED[kind]])
+        key = self._a.finished[_ENDED[kind]]
+        self._m.finished[key] = self._m.finished.get(key, 0) + 1
 
 
 def _seconds(start: datetime, end: datetime) -> float:

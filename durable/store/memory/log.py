@@ -86,7 +86,7 @@ class MemoryEventStore:
         recorded = self.write(stream_id, expected_seq, events)
         if self._observer is not None:  # each append is its own "batch" here
             took = time.perf_counter() - began
-            self._observer.committed(len(recorded), took, [took])
+            self._observer.committed(1, len(recorded), took, took)
         async with self._changed:
             self._changed.notify_all()
         if isinstance(events[0], RunCreated):

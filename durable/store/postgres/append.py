@@ -261,11 +261,14 @@ class GroupCommit:
         for item, outcome in zip(batch, outcomes, strict=True):
             _settle(item.future, outcome)
         if self.observer is not None:  # the appends that committed (not the rejected)
-            done = began + took
             written = [(i, o) for i, o in zip(batch, outcomes, strict=True) if type(o) is list]
-            self.observer.committed(
-                sum(len(o) for _, o in written), took, [done - i.submitted for i, _ in written]
-            )
+            if written:
+                self.observer.committed(
+                    len(written),
+                    sum(len(o) for _, o in written),
+                    took,
+                    began + took - min(i.submitted for i, _ in written),
+                )
 
 
 async def write_batch(
