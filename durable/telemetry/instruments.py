@@ -2,9 +2,11 @@
 the gauges read when metrics are collected (the store's whole-system figures, the
 executor's runs in flight).
 
-Each class owns its instruments and hands its users one cheap method; attribute sets are
-built once per distinct value and reused, so a measurement allocates nothing of ours.
-Observable callbacks run on the collecting thread (a Prometheus scrape's worker thread,
+Each class owns its instruments and hands its users one method; attribute sets are built
+once per distinct value and reused. A synchronous measurement still costs the SDK about
+10 µs (it cleans and hashes the attributes each time), so the hot paths take as few as
+they can: per batch, not per append; integers read by observable instruments for counts
+(:mod:`durable.telemetry.runs`). Observable callbacks run on the collecting thread (a Prometheus scrape's worker thread,
 the OTLP exporter's thread), never on the event loop.
 """
 
