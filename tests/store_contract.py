@@ -258,3 +258,28 @@ class StoreContract:
         assert isinstance(results[5], list)
         assert [r.seq for r in await store.read_stream(stream)] == [1, 2, 3]
         assert await store.get_run("r1") is not None
+
+    async def test_a_commit_observer_hears_every_committed_append(self, store: Any) -> None:
+        """Telemetry's hook: each commit says how many appends and events it wrote, how
+        long it took and its oldest append waited; a rejected append is not counted."""
+        heard: list[tuple[int, int, float, float]] = []
+
+        class Observer:
+            def committed(self, appends: int, events: int, seconds: float, waited: float) -> None:
+                heard.append((appends, events, seconds, waited))
+
+        store.observe_commits(Observer())
+        for i in range(10):
+            await store.append(run_stream(f"r{i}"), 0, [created(f"r{i}")])
+        results = await asyncio.gather(
+            *(store.append(run_stream(f"r{i}"), 1, [RunStarted(), RunPaused()]) for i in range(10)),
+            store.append(run_stream("r3"), 0, [RunStarted()]),  # stale: refused
+            return_exceptions=True,
+        )
+        assert isinstance(results[-1], ConcurrencyConflict)
+        assert sum(appends for appends, _, _, _ in heard) == 20
+        assert sum(events for _, events, _, _ in heard) == 10 + 20
+        assert all(0 <= seconds <= waited for _, _, seconds, waited in heard)
+        store.observe_commits(None)
+        await store.append(run_stream("r0"), 3, [RunResumed()])
+        assert sum(appends for appends, _, _, _ in heard) == 20  # no longer told

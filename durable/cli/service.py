@@ -47,6 +47,7 @@ from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.runtime.triggers.s3 import S3PollingService
 from durable.store.base import EventStore
 from durable.store.rows import LogLine
+from durable.telemetry import Telemetry
 from durable.workflows.context import DEFAULT_LOG_MAX_BYTES
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
@@ -163,6 +164,8 @@ def up(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        telemetry = Telemetry()  # the process's metrics: /metrics, and OTLP if configured
+        telemetry.observe(store)
         executor = Executor(
             store,
             registry,
@@ -170,6 +173,7 @@ def up(
             max_runs=max_runs,
             lease_seconds=lease,
             task_log_max_bytes=task_log_max_bytes,
+            telemetry=telemetry,
         )
         scheduler = Scheduler(store, registry, database=executor.database)
         scheduling = asyncio.create_task(scheduler.run(stop)) if scheduler.scheduled else None
@@ -182,7 +186,9 @@ def up(
                     err=True,
                 )
             else:
-                service = KafkaTriggerService(store, registry, bootstrap=kafka_bootstrap)
+                service = KafkaTriggerService(
+                    store, registry, bootstrap=kafka_bootstrap, metrics=telemetry.kafka
+                )
                 consuming = asyncio.create_task(service.run(stop))
         names = ", ".join(f"{w.spec.name}@{w.spec.version}" for w in registry)
         click.echo(
@@ -200,7 +206,8 @@ def up(
                     f"it:\n{first}",
                     err=True,
                 )
-            web_runner = web.AppRunner(create_app(store, registry), access_log=None)
+            app = create_app(store, registry, telemetry=telemetry)
+            web_runner = web.AppRunner(app, access_log=None)
             await web_runner.setup()
             try:
                 await web.TCPSite(web_runner, host, port).start()
@@ -232,6 +239,7 @@ def up(
                 await background
         if web_runner is not None:
             await web_runner.cleanup()
+        await asyncio.to_thread(telemetry.shutdown)  # the last OTLP export, if any
         click.echo("durable up: stopped", err=True)
 
     ctx.run(go)

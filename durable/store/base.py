@@ -32,6 +32,7 @@ from durable.store.rows import (
 )
 
 __all__ = [
+    "CommitObserver",
     "EventLog",
     "EventStore",
     "KafkaOutcome",
@@ -381,6 +382,16 @@ class Leadership(Protocol):
         ...
 
 
+class CommitObserver(Protocol):
+    """Told of every committed batch of appends (telemetry hooks in here: the store
+    imports no telemetry library). Called on the event loop: it must be quick."""
+
+    def committed(self, appends: int, events: int, seconds: float, waited: float) -> None:
+        """A batch of ``appends`` appends (``events`` events) committed; its statement took
+        ``seconds``; its oldest append ``waited`` seconds from submission to commit."""
+        ...
+
+
 TransactionBody = Callable[[Any], Awaitable[Sequence[Event]]]
 """Runs inside the store's transaction with its connection; returns the events to append
 in that same transaction."""
@@ -438,6 +449,10 @@ class EventStore(EventLog, RunsView, Protocol):
 
     async def metrics_counts(self) -> MetricsCounts:
         """What ``/metrics`` reports from the store."""
+        ...
+
+    def observe_commits(self, observer: CommitObserver | None) -> None:
+        """Tell ``observer`` of each batch of appends committed from now on (None: stop)."""
         ...
 
     async def close(self) -> None: ...

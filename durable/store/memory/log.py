@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from durable.core.events import REGISTRY, Event, EventRegistry, Recorded, RunCre
 from durable.core.fold import fold
 from durable.core.runs_view import RunRow, apply_delta, delta_of, row_from_created, row_from_state
 from durable.core.state import TERMINAL_RUN
-from durable.store.base import Progress, RunFilter, TransactionBody
+from durable.store.base import CommitObserver, Progress, RunFilter, TransactionBody
 from durable.store.codec import check_append, check_stream_id, encode_event
 from durable.store.memory.tables import (
     MemoryLeadership,
@@ -65,6 +66,7 @@ class MemoryEventStore:
         self.wakeups = MemoryWakeUps()
         self.leadership = MemoryLeadership()
         self.lease_table: dict[str, tuple[str, datetime, bool]] = {}  # run: owner, expiry, slot
+        self._observer: CommitObserver | None = None
 
     def now(self) -> datetime:
         return self._clock()
@@ -76,11 +78,15 @@ class MemoryEventStore:
     async def append(
         self, stream_id: str, expected_seq: int, events: Sequence[Event]
     ) -> list[Recorded]:
+        began = time.perf_counter()
         check_append(stream_id, expected_seq, events)
         for e in events:
             encode_event(self._registry, stream_id, e)  # the same validation as PostgreSQL
         self.check_free(stream_id, expected_seq, events)
         recorded = self.write(stream_id, expected_seq, events)
+        if self._observer is not None:  # each append is its own "batch" here
+            took = time.perf_counter() - began
+            self._observer.committed(1, len(recorded), took, took)
         async with self._changed:
             self._changed.notify_all()
         if isinstance(events[0], RunCreated):
@@ -293,6 +299,9 @@ class MemoryEventStore:
             dead_letters=len(self.tracking.letters),
             live_leases=sum(1 for _, expiry, _ in self.lease_table.values() if expiry > now),
         )
+
+    def observe_commits(self, observer: CommitObserver | None) -> None:
+        self._observer = observer
 
     async def close(self) -> None:
         return None

@@ -25,7 +25,7 @@ from durable.core.errors import (
 from durable.core.events import REGISTRY, Event, EventRegistry, Recorded
 from durable.core.fold import fold
 from durable.core.runs_view import RunRow, row_from_state
-from durable.store.base import Progress, RunFilter, TransactionBody
+from durable.store.base import CommitObserver, Progress, RunFilter, TransactionBody
 from durable.store.codec import check_append, check_stream_id, encode_event
 from durable.store.postgres.append import (
     APPEND_LOCK,
@@ -424,6 +424,9 @@ class PostgresEventStore:
             dead_letters=int(dead),
             live_leases=int(leases),
         )
+
+    def observe_commits(self, observer: CommitObserver | None) -> None:
+        self._group.observer = observer
 
     # -- plumbing ---------------------------------------------------------------------
 
