@@ -41,7 +41,9 @@ __all__ = [
 ]
 
 
-class Sla(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Sla(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
     """A workflow's service levels: ``Sla(finish_by="06:00", timezone="Europe/Paris")``,
     ``Sla(max_duration=3600)``, ``Sla(max_staleness={"warehouse.sales": 26 * 3600})``."""
 

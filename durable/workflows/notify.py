@@ -32,7 +32,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from durable.core.events import NotifyOn, NotifyRule
+from durable.core.events import NOTIFY_ON, NotifyOn, NotifyRule
 from durable.core.notify import CHANNELS, RuleError, check_rule
 from durable.core.sla import Sla
 from durable.core.spec import DefinitionError
@@ -118,7 +118,8 @@ def rule_from_yaml(item: Any, where: str, field: str) -> NotifyRule:
     """One item of a ``notify:`` list: ``{email: URL, on: [...], subject: ...}``."""
     if not isinstance(item, dict):
         raise DefinitionError(where, f"{field}: expected a mapping such as {{slack: URL}}")
-    body = {k: v for k, v in item.items() if k != "__line__"}
+    # YAML 1.1 reads a bare `on:` key as true: it means the rule's `on`
+    body = {("on" if k in (True, "True") else k): v for k, v in item.items() if k != "__line__"}
     channels = [k for k in body if k not in _RULE_KEYS]
     if len(channels) != 1:
         found = ", ".join(channels) or "none"
@@ -137,6 +138,11 @@ def rule_from_yaml(item: Any, where: str, field: str) -> NotifyRule:
     raw = {k: v for k, v in body.items() if k != channel}
     if isinstance(raw.get("on"), str):
         raw["on"] = [raw["on"]]
+    for on in raw.get("on") or ():
+        if on not in NOTIFY_ON:
+            raise DefinitionError(
+                where, f"{field}.on: unknown event {on!r}", hint=f"events: {', '.join(NOTIFY_ON)}"
+            )
     raw.update(channel=channel, target=body[channel])
     try:
         return msgspec.convert(raw, NotifyRule)

@@ -21,6 +21,8 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
+import msgspec
+
 from durable.core.events import NotifyRule, TriggerRule
 from durable.core.kafka import KafkaTrigger
 from durable.core.retry import RetryPolicy
@@ -88,7 +90,8 @@ class Workflow:
         expected done and how fresh assets must be (:class:`~durable.Sla`)."""
         self.name = name
         self.notify = tuple(notify or ())
-        self.sla = sla
+        # as YAML reads it (seconds as floats): the same SLA gives the same version
+        self.sla = msgspec.convert(msgspec.to_builtins(sla), Sla) if sla is not None else None
         self.schedule = schedule
         self.kafka = tuple(kafka or ())
         self.s3 = tuple(s3 or ())

@@ -45,8 +45,12 @@ ChannelKind: TypeAlias = Literal["email", "slack", "webhook", "pagerduty"]
 
 SlaKind: TypeAlias = Literal["finish_by", "max_duration", "max_staleness"]
 
+_DEFAULT_ON: tuple[NotifyOn, ...] = ("run_failed",)
 
-class NotifyRule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+
+class NotifyRule(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
     """A notification rule: on which events, to which channel, with which message.
 
     ``target`` is the channel's address: an SMTP URL
@@ -59,7 +63,7 @@ class NotifyRule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     channel: ChannelKind
     target: str
-    on: tuple[NotifyOn, ...] = ("run_failed",)
+    on: tuple[NotifyOn, ...] = _DEFAULT_ON
     subject: str = ""
     """Empty: the default subject (``[durable] ${workflow} ${event}``)."""
     body: str = ""
@@ -73,6 +77,13 @@ class NotifyRule(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     workflow (any later success resolves it)."""
     severity: Literal["critical", "error", "warning", "info"] = "error"
     """PagerDuty: the alert's severity."""
+
+    def __post_init__(self) -> None:
+        # the default spelled out is the default: the same rule encodes (and hashes into
+        # the workflow's version) the same, however it was written
+        on = tuple(self.on)
+        msgspec.structs.force_setattr(self, "on", _DEFAULT_ON if on == _DEFAULT_ON else on)
+
 
 
 class NotificationRequested(EventBase, frozen=True, kw_only=True, tag="notification_requested"):
