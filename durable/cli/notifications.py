@@ -65,6 +65,13 @@ def start_notifier(
     """Start the notifier if any rule or SLA needs it."""
     if not wanted(registry):
         return None
+    rules = len(registry.notify) + sum(len(w.spec.notify) for w in registry)
+    slas = sum(1 for w in registry if w.spec.sla is not None)
+    click.echo(
+        f"durable up: notifier on ({rules} rule(s), {slas} SLA(s)); links to "
+        f"{base_url or '(no base URL: messages carry no links)'}",
+        err=True,
+    )
     notifier = Notifier(store, registry, base_url=base_url, database=database)
     return asyncio.create_task(notifier.run(stop), name="durable-notifier")
 
