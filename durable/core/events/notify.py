@@ -85,7 +85,6 @@ class NotifyRule(
         msgspec.structs.force_setattr(self, "on", _DEFAULT_ON if on == _DEFAULT_ON else on)
 
 
-
 class NotificationRequested(EventBase, frozen=True, kw_only=True, tag="notification_requested"):
     """A notification to deliver, committed with the event that causes it.
 
