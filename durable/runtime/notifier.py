@@ -14,7 +14,8 @@ One notifier delivers at a time across processes: the store elects it (role
 ``notifier``), as it does the scheduler. On a timer, it also records the SLA misses of
 unfinished runs (:mod:`durable.core.sla`: deadlines follow from the log, so they survive
 restarts) and of assets gone stale; when it reads a run's end it records a late finish,
-and a backfill's end once its runs all ended. None of it changes what a run does.
+and a backfill's end once its runs all ended (:mod:`durable.runtime.watch`). None of it
+changes what a run does.
 """
 
 from __future__ import annotations
@@ -23,16 +24,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from durable.application.backfills import backfill_progress
 from durable.application.streams import apply_to_stream
-from durable.core.backfill import FinishBackfill, backfill_state, decide_backfill
 from durable.core.errors import StoreError
 from durable.core.events import (
-    Event,
     NotificationFailed,
     NotificationRequested,
     NotificationSent,
@@ -40,19 +37,13 @@ from durable.core.events import (
     RunCancelled,
     RunFailed,
     RunSucceeded,
-    backfill_stream,
-    run_stream,
 )
-from durable.core.fold import fold
-from durable.core.notify import KeyedRule, keyed_rules, record_outcome, render_message
-from durable.core.sla import next_deadline, sla_events, staleness_events
-from durable.core.spec import WorkflowSpec
-from durable.core.state import RunState
+from durable.core.notify import record_outcome, render_message
 from durable.core.templates import TemplateError
 from durable.runtime.outage import Outage
 from durable.runtime.senders import SendError, Senders
-from durable.store.base import EventStore, Lead, RunFilter
-from durable.store.rows import AssetUpdate
+from durable.runtime.watch import Watch, poke
+from durable.store.base import EventStore, Lead
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["Notifier", "wanted"]
@@ -148,13 +139,8 @@ class Notifier:
         self._saved = -1
         self._next_check = 0.0
         self._wake = asyncio.Event()
-        self._deadlines: dict[str, tuple[int, datetime | None]] = {}
-        self._stale_done: set[tuple[str, int]] = set()
-        self._watch_ends = any(
-            (w.spec.sla is not None and (w.spec.sla.finish_by or w.spec.sla.max_duration))
-            or any("backfill_finished" in r.on for r in w.spec.notify)
-            for w in registry
-        ) or any("backfill_finished" in r.on for r in registry.notify)
+        self.watch = Watch(store, registry, clock=clock)
+        """SLA misses and backfills' ends."""
 
     # -- leading ----------------------------------------------------------------------------
 
@@ -206,7 +192,13 @@ class Notifier:
         """Until new events, a delivery's end, a retry's time, the next SLA check, or
         ``stop``."""
         now = time.monotonic()
-        due = [p.next_at for p in self.pending.values() if p.outcome is None and p.task is None]
+        in_flight = sum(1 for p in self.pending.values() if p.task is not None)
+        # at the cap, the next start waits for a delivery to end (which wakes us)
+        due = [
+            p.next_at
+            for p in self.pending.values()
+            if p.outcome is None and p.task is None and in_flight < MAX_IN_FLIGHT
+        ]
         timeout = min([self.poll_interval, self._next_check - now, *(d - now for d in due)])
         if timeout <= 0 or self._wake.is_set():
             self._wake.clear()
@@ -247,7 +239,7 @@ class Notifier:
             await self._record(p)
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + self.check_interval
-            await self.check_slas()
+            await self.watch.check_slas()
         self._start_due()
         settled = min((p.position - 1 for p in self.pending.values()), default=self._read)
         if settled != self._saved:
@@ -268,10 +260,10 @@ class Notifier:
                 settled.task.cancel()  # another notifier settled it
         elif (
             isinstance(event, RunSucceeded | RunFailed | RunCancelled)
-            and self._watch_ends
+            and self.watch.watches_ends
             and recorded.recorded_at > self.clock() - LOOKBACK
         ):
-            await self._run_ended(recorded.stream_id.removeprefix("run:"))
+            await self.watch.run_ended(recorded.stream_id.removeprefix("run:"))
 
     # -- delivering -------------------------------------------------------------------------
 
@@ -365,129 +357,7 @@ class Notifier:
             await self._poke(p.stream_id)
 
     async def _poke(self, stream_id: str) -> None:
-        # the run's driver, if any, reads the log again now rather than at its next append
-        if stream_id.startswith("run:"):
-            await self.store.wakeups.notify_control(stream_id.removeprefix("run:"))
-
-    # -- SLAs and backfills ----------------------------------------------------------------
-
-    def _spec(self, workflow: str, version: str | None = None) -> WorkflowSpec | None:
-        """The run's pinned version, if loaded (an SLA is the one its run was created
-        under); with no version, the workflow's current one."""
-        if version is not None:
-            loaded = self.registry.version(workflow, version)
-        else:
-            loaded = next((w for w in self.registry if w.spec.name == workflow), None)
-        return loaded.spec if loaded is not None else None
-
-    def _rules(self, spec: WorkflowSpec | None) -> list[KeyedRule]:
-        return keyed_rules(spec.notify if spec is not None else (), self.registry.notify)
-
-    async def _run_ended(self, run_id: str) -> None:
-        row = await self.store.get_run(run_id)
-        if row is None:
-            return
-        spec = self._spec(row.workflow, row.version)
-        if spec is not None and spec.sla is not None:
-            await self._check_run(run_id, spec)
-        if row.trigger_kind == "backfill" and row.trigger_source:
-            await self._finish_backfill(row.trigger_source)
-
-    async def _check_run(self, run_id: str, spec: WorkflowSpec) -> RunState | None:
-        """Record the run's SLA misses due now; the run's state after."""
-        sla = spec.sla
-        assert sla is not None
-        rules = self._rules(spec)
-        now = self.clock()
-
-        def decide(state: RunState | None) -> Sequence[Event]:
-            return sla_events(state, sla, now, rules) if state is not None else []
-
-        state, appended = await apply_to_stream(self.store, run_stream(run_id), fold, decide)
-        if appended:
-            await self._poke(run_stream(run_id))
-            return fold((r for r in appended), state)
-        return state
-
-    async def check_slas(self) -> None:
-        """Record the misses of unfinished runs past a deadline, and of stale assets."""
-        now = self.clock()
-        assets: dict[str, AssetUpdate] | None = None
-        seen: set[str] = set()
-        for loaded in list(self.registry):
-            sla = loaded.spec.sla
-            if sla is None:
-                continue
-            if sla.finish_by or sla.max_duration:
-                for status in ("pending", "running", "paused"):
-                    rows = await self.store.list_runs(
-                        RunFilter(workflow=loaded.spec.name, status=status, limit=1000)
-                    )
-                    for row in rows:
-                        seen.add(row.run_id)
-                        cached = self._deadlines.get(row.run_id)
-                        if (
-                            cached is not None
-                            and cached[0] == row.last_seq
-                            and (cached[1] is None or cached[1] >= now)
-                        ):
-                            continue
-                        spec = self._spec(row.workflow, row.version)
-                        if spec is None or spec.sla is None:
-                            self._deadlines[row.run_id] = (row.last_seq, None)
-                            continue
-                        state = await self._check_run(row.run_id, spec)
-                        if state is not None:
-                            self._deadlines[row.run_id] = (
-                                state.last_seq,
-                                next_deadline(state, spec.sla),
-                            )
-            for asset, limit in sla.max_staleness.items():
-                if assets is None:
-                    assets = {a.asset: a for a in await self.store.tracking.assets()}
-                update = assets.get(asset)
-                if update is not None:
-                    await self._check_asset(loaded.spec, asset, limit, update, now)
-        for run_id in set(self._deadlines) - seen:
-            del self._deadlines[run_id]  # ended: its late finish is checked when read
-
-    async def _check_asset(
-        self, spec: WorkflowSpec, asset: str, limit: float, update: AssetUpdate, now: datetime
-    ) -> None:
-        if (asset, update.position) in self._stale_done:
-            return
-        if now <= update.updated_at + timedelta(seconds=limit):
-            return
-        rules = self._rules(spec)
-
-        def decide(state: RunState | None) -> Sequence[Event]:
-            if state is None:
-                return []
-            return staleness_events(
-                state, spec.name, asset, limit, update.updated_at, update.position, now, rules
-            )
-
-        _, appended = await apply_to_stream(self.store, run_stream(update.run_id), fold, decide)
-        self._stale_done.add((asset, update.position))
-        if appended:
-            await self._poke(run_stream(update.run_id))
-
-    async def _finish_backfill(self, backfill_id: str) -> None:
-        stream = backfill_stream(backfill_id)
-        state = backfill_state(r.event for r in await self.store.read_stream(stream))
-        if state is None or state.finished is not None:
-            return
-        progress = dict(await backfill_progress(self.store, state))
-        command = FinishBackfill(
-            progress=progress, rules=tuple(self._rules(self._spec(state.request.workflow)))
-        )
-
-        def decide(current: Any) -> Sequence[Event]:
-            return decide_backfill(current, command) if current is not None else []
-
-        await apply_to_stream(
-            self.store, stream, lambda records: backfill_state(r.event for r in records), decide
-        )
+        await poke(self.store, stream_id)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
