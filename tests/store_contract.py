@@ -283,3 +283,41 @@ class StoreContract:
         store.observe_commits(None)
         await store.append(run_stream("r0"), 3, [RunResumed()])
         assert sum(appends for appends, _, _, _ in heard) == 20  # no longer told
+
+    async def test_notification_events_are_the_outboxs_events_of_every_stream(
+        self, store: Any
+    ) -> None:
+        from durable.core.events import (
+            NotificationFailed,
+            NotificationRequested,
+            NotificationSent,
+            NotifyRule,
+        )
+
+        rule = NotifyRule(channel="webhook", target="https://example.com/hook")
+
+        def asked(nid: str) -> NotificationRequested:
+            return NotificationRequested(
+                notification_id=nid, on="run_failed", rule="w0", channel=rule
+            )
+
+        await store.append(run_stream("r1"), 0, [*failed_run("r1"), asked("a")])
+        await store.append(run_stream("r2"), 0, [*succeeded_run("r2"), asked("b")])
+        await store.append(
+            run_stream("r1"), len(failed_run("r1")) + 1, [NotificationSent(notification_id="a")]
+        )
+        await store.append(
+            run_stream("r2"),
+            len(succeeded_run("r2")) + 1,
+            [NotificationFailed(notification_id="b", attempts=3, reason="HTTP 500")],
+        )
+        found = await store.notification_events()
+        assert [type(r.event).__name__ for r in found] == [
+            "NotificationRequested",
+            "NotificationRequested",
+            "NotificationSent",
+            "NotificationFailed",
+        ]
+        assert [r.stream_id for r in found] == ["run:r1", "run:r2", "run:r1", "run:r2"]
+        assert await store.notification_events(found[1].position) == found[2:]
+        assert await store.notification_events(0, 1) == found[:1]

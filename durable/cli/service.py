@@ -20,6 +20,11 @@ from durable.application.runs import create_run, register_versions
 from durable.application.tokens import ensure_first_token
 from durable.cli import Context, main, pass_context
 from durable.cli.inspect import run_records
+from durable.cli.notifications import (
+    configure_notifications,
+    notifications_option,
+    start_notifier,
+)
 from durable.cli.render import short_json, when
 from durable.core.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
 from durable.core.events import (
@@ -141,6 +146,7 @@ def load(path: Path) -> WorkflowRegistry:
     help="Serve the HTTP API and the web console here [env DURABLE_HTTP].",
 )
 @click.option("--no-http", is_flag=True, help="Serve neither the HTTP API nor the console.")
+@notifications_option
 @pass_context
 def up(
     ctx: Context,
@@ -152,12 +158,14 @@ def up(
     kafka_bootstrap: str | None,
     http_address: str,
     no_http: bool,
+    notifications_path: Path | None,
 ) -> None:
     """Run the durable service: executor, scheduler, triggers, the HTTP API and the web
     console (http://127.0.0.1:8080 unless --http or --no-http), against the (embedded)
     database."""
     registry = load(workflows_path)
     listen = None if no_http else http_endpoint(http_address)
+    base_url = configure_notifications(registry, notifications_path, listen)
 
     async def go(store: EventStore) -> None:
         stop = asyncio.Event()
@@ -234,7 +242,10 @@ def up(
             tracking = asyncio.create_task(
                 AssetService(store, registry, database=executor.database).run(stop)
             )
-        for background in (executing, scheduling, consuming, polling, tracking):
+        notifying = start_notifier(
+            store, registry, stop, base_url=base_url, database=executor.database
+        )
+        for background in (executing, scheduling, consuming, polling, tracking, notifying):
             if background is not None:
                 await background
         if web_runner is not None:

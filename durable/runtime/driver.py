@@ -217,7 +217,7 @@ class RunDriver:
             return not inputs
         slots = SlotsAvailable(free=self._held + self.ex.slots.free, executor=self.ex.id)
         now = self.ex.clock()
-        events = step(self.state, self.spec, [*inputs, slots], now)
+        events = step(self.state, self.spec, [*inputs, slots], now, notify=self.ex.registry.notify)
         starts = [e for e in events if isinstance(e, TaskStarted)]
         self._take_slots(len(starts))
         appended = False

@@ -121,6 +121,13 @@ class EventLog(Protocol):
         """The whole stream; :class:`~durable.core.errors.StreamNotFound` when it has no events."""
         ...
 
+    async def notification_events(
+        self, after_position: int = 0, limit: int = 1000
+    ) -> list[Recorded]:
+        """The notification outbox's events (requested, sent, failed) of every stream
+        with position > ``after_position``, in commit order (an index holds only them)."""
+        ...
+
     async def stream_ids(self, prefix: str, limit: int = 100) -> list[str]:
         """Ids of the streams starting with ``prefix``, the newest stream first."""
         ...

@@ -22,7 +22,14 @@ from durable.core.errors import (
     StoreError,
     StreamNotFound,
 )
-from durable.core.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated
+from durable.core.events import (
+    NOTIFICATION_EVENT_TYPES,
+    REGISTRY,
+    Event,
+    EventRegistry,
+    Recorded,
+    RunCreated,
+)
 from durable.core.fold import fold
 from durable.core.runs_view import RunRow, apply_delta, delta_of, row_from_created, row_from_state
 from durable.core.state import TERMINAL_RUN
@@ -40,6 +47,8 @@ from durable.store.memory.tables import (
 from durable.store.rows import MetricsCounts
 
 __all__ = ["MemoryEventStore"]
+
+_NOTIFICATIONS = NOTIFICATION_EVENT_TYPES
 
 
 def _utcnow() -> datetime:
@@ -189,6 +198,13 @@ class MemoryEventStore:
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Recorded]:
         start = bisect.bisect_right([r.position for r in self._log], after_position)
         return self._log[start : start + limit]
+
+    async def notification_events(
+        self, after_position: int = 0, limit: int = 1000
+    ) -> list[Recorded]:
+        start = bisect.bisect_right([r.position for r in self._log], after_position)
+        found = [r for r in self._log[start:] if isinstance(r.event, _NOTIFICATIONS)]
+        return found[:limit]
 
     async def last_position(self) -> int:
         return len(self._log)

@@ -215,6 +215,20 @@ class PostgresEventStore:
             )
         )
 
+    async def notification_events(
+        self, after_position: int = 0, limit: int = 1000
+    ) -> list[Recorded]:
+        # the predicate is the partial index's (0012), word for word: the index answers
+        return self._recorded(
+            await self._fetch(
+                f"SELECT {EVENT_COLUMNS} FROM durable.events "
+                "WHERE type IN ('notification_requested', 'notification_sent', "
+                "'notification_failed') AND position > $1 ORDER BY position LIMIT $2",
+                after_position,
+                limit,
+            )
+        )
+
     async def require_stream(self, stream_id: str) -> list[Recorded]:
         records = await self.read_stream(stream_id)
         if not records:
