@@ -218,7 +218,7 @@ class PostgresEventStore:
     async def notification_events(
         self, after_position: int = 0, limit: int = 1000
     ) -> list[Recorded]:
-        # the predicate is the partial index's (0012), word for word: the index answers
+        # the predicate is the partial index's (0011), word for word: the index answers
         return self._recorded(
             await self._fetch(
                 f"SELECT {EVENT_COLUMNS} FROM durable.events "
