@@ -43,6 +43,9 @@ failed."""
 MAX_BATCH = 5000
 """Lines written in one statement at most (a backlog goes in several)."""
 MAX_BACKOFF = 5.0
+MIN_GAP = 0.1
+"""An attempt's batches are at least this far apart (seconds): at most 10 writes a second
+per attempt, however fast it prints (tests/bench/bench_logs.py)."""
 
 LogKey = tuple[str, str, int, int]
 """``(run_id, task, generation, attempt)``."""
@@ -177,12 +180,21 @@ class LiveLog:
 
     async def _flushing(self) -> None:
         writer = self._writer
+        loop = asyncio.get_running_loop()
+        last = -MIN_GAP
         while True:
             await self._waiting.wait()
             if not self._full.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), writer.interval)
-            if not await self.flush():
+            # a flood of output: fewer, larger batches, not one INSERT after another
+            # competing with the event appends for PostgreSQL
+            gap = last + MIN_GAP - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            written = await self.flush()
+            last = loop.time()
+            if not written:
                 await asyncio.sleep(min(MAX_BACKOFF, writer.interval * 2.0**self._failures))
 
     async def flush(self) -> bool:

@@ -56,16 +56,28 @@ async def run(spec: ShellTask, ctx: TaskContext) -> Any:
     stderr_tail: list[str] = []
 
     async def pump(stream: asyncio.StreamReader | None, name: str, tail: list[str]) -> None:
+        # read in chunks, not line by line: a flood of output costs the event loop one
+        # wake-up per chunk, not one per line (tests/bench/bench_logs.py)
         if stream is None:
             return
-        async for raw in stream:
-            line = raw.decode(errors="replace").rstrip("\n")
-            ctx.log.write(name, line)
-            tail.append(line)
-            del tail[:-_TAIL]
-            if ctx.log.dropped:
-                await _count_the_rest(stream, ctx, tail)
-                return
+        partial = b""
+        while chunk := await stream.read(_CHUNK):
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            if len(partial) > _CHUNK:  # a giant line: written in pieces
+                lines.append(partial)
+                partial = b""
+            for i, raw in enumerate(lines):
+                ctx.log.write(name, raw.decode(errors="replace"))
+                if ctx.log.dropped:
+                    ctx.log.count_dropped(len(lines) - i - 1)
+                    _keep(tail, lines)
+                    await _count_the_rest(stream, ctx, tail, partial)
+                    return
+            _keep(tail, lines)
+        if partial:
+            ctx.log.write(name, partial.decode(errors="replace"))
+            _keep(tail, [partial])
 
     try:
         await asyncio.gather(
@@ -83,10 +95,16 @@ async def run(spec: ShellTask, ctx: TaskContext) -> Any:
     return {"exit_code": code, "stdout": stdout_tail[-_TAIL:]}
 
 
-async def _count_the_rest(stream: asyncio.StreamReader, ctx: TaskContext, tail: list[str]) -> None:
-    """Past the log's cap, lines are only counted: read in large chunks, not line by line,
-    so that a flood of output costs the executor's event loop little; the tail is kept."""
-    partial = b""
+def _keep(tail: list[str], lines: list[bytes]) -> None:
+    """The last lines of the output, for the task's result."""
+    tail.extend(raw.decode(errors="replace") for raw in lines[-_TAIL:])
+    del tail[:-_TAIL]
+
+
+async def _count_the_rest(
+    stream: asyncio.StreamReader, ctx: TaskContext, tail: list[str], partial: bytes = b""
+) -> None:
+    """Past the log's cap, lines are only counted (the tail is kept)."""
     while chunk := await stream.read(_CHUNK):
         lines = (partial + chunk).split(b"\n")
         partial = lines.pop()[-_CHUNK:]  # of a giant line, its end is enough
