@@ -66,9 +66,14 @@ class Service:
 
 
 def start_service(
-    database_url: str, workflows: Path, *extra: str, port: int | None = None
+    database_url: str,
+    workflows: Path,
+    *extra: str,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Service:
-    """Start `durable up --http` on a fresh database and wait until it answers."""
+    """Start `durable up --http` on a fresh database and wait until it answers (``env``:
+    the process's environment, by default this one's)."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -87,6 +92,7 @@ def start_service(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert process.stderr is not None
     token = ""

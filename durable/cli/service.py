@@ -157,6 +157,9 @@ def up(
     database."""
     registry = load(workflows_path)
     listen = None if no_http else http_endpoint(http_address)
+    from durable.runtime import tracing  # the OpenTelemetry SDK: only `durable up` needs it
+
+    traces = tracing.traces_config(os.environ)  # None: no OTEL_* endpoint, no tracing
 
     async def go(store: EventStore) -> None:
         stop = asyncio.Event()
@@ -188,6 +191,11 @@ def up(
         click.echo(
             f"durable up: executor {executor.id} on {ctx.description}; workflows: {names}", err=True
         )
+        exporting = None
+        if traces is not None:  # first: the first start exports what ends from now on
+            exporter = tracing.TraceService(store, traces, database=executor.database)
+            exporting = asyncio.create_task(exporter.run(stop))
+            click.echo(f"durable up: exporting traces to {traces.endpoint} (OTLP)", err=True)
         executing = asyncio.create_task(executor.run(stop))
         web_runner = None
         if listen is not None:
@@ -227,7 +235,7 @@ def up(
             tracking = asyncio.create_task(
                 AssetService(store, registry, database=executor.database).run(stop)
             )
-        for background in (executing, scheduling, consuming, polling, tracking):
+        for background in (executing, scheduling, consuming, polling, tracking, exporting):
             if background is not None:
                 await background
         if web_runner is not None:

@@ -1,0 +1,446 @@
+"""Traces derived from the log, exported over OTLP/HTTP while runs go on.
+
+**Configuration** is the standard ``OTEL_*`` environment, nothing else
+(:func:`traces_config`): tracing is on when ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (or ``OTEL_TRACES_EXPORTER=otlp``, to
+``http://localhost:4318``), and off — no service, no reader of the log — otherwise, or
+with ``OTEL_TRACES_EXPORTER=none`` or ``OTEL_SDK_DISABLED=true``. The exporter is the
+SDK's ``OTLPSpanExporter`` (HTTP/protobuf: ``OTEL_EXPORTER_OTLP_*_HEADERS``, ``_TIMEOUT``,
+``_COMPRESSION``, certificates apply); the resource comes from ``OTEL_SERVICE_NAME`` and
+``OTEL_RESOURCE_ATTRIBUTES`` (``service.name`` defaults to ``durable``); the sampler from
+``OTEL_TRACES_SAMPLER`` (by default a producer's unsampled ``traceparent`` is honoured).
+
+**Spans with the log's ids** (:class:`SpanBuilder`). The spans are computed as plain data
+by :func:`durable.core.trace.trace_of`, ids included. They become SDK spans through the
+SDK's own ``Tracer``: its ``start_span`` asks the provider's ``IdGenerator`` for the new
+span's id (and, for a root, the trace id), so a generator that hands out the id just
+derived (:class:`_GivenIds`) is all it takes; the parent is passed as a context holding a
+``NonRecordingSpan`` of the derived parent ``SpanContext``, and start and end times,
+events and status are given explicitly. Going through the tracer rather than building
+``ReadableSpan`` s by hand (which the SDK reserves to itself) keeps the resource, the
+sampler and the span limits the SDK's. Everything runs on the event loop; only the
+exporter's blocking call goes to a thread.
+
+**Export** (:class:`TraceService`, in ``durable up``): one process at a time (leadership
+``traces``) tails the log from a stored reader position, every ``OTEL_BSP_SCHEDULE_DELAY``
+ms (5,000 by default); for each page it exports the span of each attempt that ended in it
+and of each run that ended in it, in batches of ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512),
+and stores the position once the collector accepted them. No ``BatchSpanProcessor``: its
+queue lives in memory (lost in a crash), is bounded (drops spans under load) and drops a
+batch that failed to export; here the log is the queue, so a collector that is away
+delays spans and loses none, and a restart goes on where the last export ended. The one
+window: a crash after the collector accepted a page and before its position is stored
+sends that page's spans again, with the same ids. A rerun reopens a run: its span is sent
+again when the run ends again (same id, later end, a ``rerun`` event). The first start
+begins at the end of the log; ``durable trace RUN_ID --export`` sends any past run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+
+from durable.core.errors import DurableError, StoreError
+from durable.core.events import (
+    Recorded,
+    RunCancelled,
+    RunFailed,
+    RunSucceeded,
+    TaskCancelled,
+    TaskFailed,
+    TaskRetryScheduled,
+    TaskSucceeded,
+)
+from durable.core.trace import RunTrace, SpanData, trace_of
+from durable.runtime.outage import Outage
+from durable.store.base import EventStore, Lead
+
+__all__ = [
+    "SpanBuilder",
+    "TraceService",
+    "TracesConfig",
+    "export_spans",
+    "make_exporter",
+    "traces_config",
+]
+
+log = logging.getLogger("durable.runtime.tracing")
+
+READER = "traces"
+"""The log reader position of the exported spans."""
+STARTED = "traces.started"
+"""Set (to 1) once tracing first started: a position of 0 is then a real one."""
+PAGE = 5000
+MAX_RUNS = 10_000
+"""Histories of runs in flight kept in memory (a run evicted is read again when needed)."""
+STORE_TIMEOUT = 30.0
+_ENDS = (
+    TaskSucceeded,
+    TaskRetryScheduled,
+    TaskFailed,
+    TaskCancelled,
+    RunSucceeded,
+    RunFailed,
+    RunCancelled,
+)
+"""The events that can end a span."""
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+class TracesConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and how often to export, from the ``OTEL_*`` environment."""
+
+    endpoint: str
+    """The full URL spans are POSTed to (``…/v1/traces``)."""
+    delay: float = 5.0
+    """Seconds between two reads of the log (``OTEL_BSP_SCHEDULE_DELAY``)."""
+    batch: int = 512
+    """Spans per export request at most (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``)."""
+
+
+def traces_config(environ: Mapping[str, str]) -> TracesConfig | None:
+    """The trace export the standard variables in ``environ`` ask for; None when off.
+
+    Raises :class:`DurableError` for what durable cannot do (another exporter, gRPC).
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    exporters = {e.strip().lower() for e in environ.get("OTEL_TRACES_EXPORTER", "").split(",")}
+    exporters.discard("")
+    if "none" in exporters:
+        return None
+    if exporters - {"otlp"}:
+        raise DurableError(
+            f"OTEL_TRACES_EXPORTER={environ['OTEL_TRACES_EXPORTER']}: durable exports traces "
+            "over OTLP only",
+            hint="set it to otlp (or none), and OTEL_EXPORTER_OTLP_ENDPOINT",
+        )
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if not endpoint and (base := environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()):
+        endpoint = base.rstrip("/") + "/v1/traces"
+    if not endpoint and not exporters:
+        return None
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol != "http/protobuf":
+        raise DurableError(
+            f"OTLP protocol {protocol!r}: durable exports traces over http/protobuf only",
+            hint="unset OTEL_EXPORTER_OTLP_PROTOCOL, and point the endpoint at the "
+            "collector's OTLP/HTTP port (4318)",
+        )
+    return TracesConfig(
+        endpoint=endpoint or "http://localhost:4318/v1/traces",
+        delay=_positive(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+        batch=_positive(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+    )
+
+
+def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise DurableError(
+            f"{name}={text!r} is not a positive whole number", hint=f"e.g. {default}"
+        )
+    return int(text)
+
+
+def make_exporter(config: TracesConfig) -> SpanExporter:
+    """The SDK's OTLP/HTTP span exporter for ``config`` (imported only when tracing is on)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=config.endpoint)
+
+
+def export_spans(exporter: SpanExporter, spans: Sequence[ReadableSpan], batch: int) -> bool:
+    """Export ``spans`` in requests of ``batch`` at most (blocking: call it in a thread);
+    False as soon as one is refused."""
+    for i in range(0, len(spans), batch):
+        if exporter.export(spans[i : i + batch]) is not SpanExportResult.SUCCESS:
+            return False
+    return True
+
+
+# -- spans with the log's ids ------------------------------------------------------------
+
+
+class _GivenIds(IdGenerator):
+    """Hands out the ids set just before ``start_span`` asks for them."""
+
+    def __init__(self) -> None:
+        self.trace_id = 0
+        self.span_id = 0
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+    def generate_span_id(self) -> int:
+        return self.span_id
+
+
+class _Collect(SpanProcessor):
+    """Keeps every ended span, to be exported together."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+_KINDS = {"internal": SpanKind.INTERNAL, "consumer": SpanKind.CONSUMER}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ns(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def default_resource() -> Resource:
+    """The resource the ``OTEL_*`` variables describe; ``service.name`` ``durable`` unless
+    they name one."""
+    detected = Resource.create({})
+    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        return detected.merge(Resource({SERVICE_NAME: "durable"}))
+    return detected
+
+
+class SpanBuilder:
+    """SDK spans (``ReadableSpan``) from a run's derived trace: its ids, times, events."""
+
+    def __init__(self, resource: Resource | None = None, sampler: Sampler | None = None) -> None:
+        self._ids = _GivenIds()
+        self._ended = _Collect()
+        self._provider = TracerProvider(
+            sampler=sampler,  # None: OTEL_TRACES_SAMPLER's, parent-based by default
+            resource=resource or default_resource(),
+            id_generator=self._ids,
+            shutdown_on_exit=False,
+        )
+        self._provider.add_span_processor(self._ended)
+        self._tracer = self._provider.get_tracer("durable")
+
+    @property
+    def resource(self) -> Resource:
+        return self._provider.resource
+
+    def build(self, trace: RunTrace, spans: Iterable[SpanData] | None = None) -> list[ReadableSpan]:
+        """The ended ones of ``spans`` (all the trace's by default) as SDK spans; none when
+        the sampler does not record the trace."""
+        run = trace.run
+        producer = Context()
+        if trace.parent is not None:
+            remote = SpanContext(
+                trace.trace_id,
+                trace.parent.span_id,
+                is_remote=True,
+                trace_flags=TraceFlags(trace.parent.flags & TraceFlags.SAMPLED),
+            )
+            producer = set_span_in_context(NonRecordingSpan(remote), Context())
+        # the run span's sampling decision, taken once: its children follow it
+        decision = self._provider.sampler.should_sample(
+            producer, trace.trace_id, run.name, _KINDS[run.kind], run.attributes
+        ).decision
+        flags = TraceFlags(
+            TraceFlags.SAMPLED if decision is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
+        )
+        for span in trace.spans if spans is None else spans:
+            if span.end is None:
+                continue
+            context = producer
+            if span is not run and span.parent_span_id is not None:
+                parent = SpanContext(trace.trace_id, span.parent_span_id, False, flags)
+                context = set_span_in_context(NonRecordingSpan(parent), Context())
+            self._ids.trace_id, self._ids.span_id = trace.trace_id, span.span_id
+            sdk_span = self._tracer.start_span(
+                span.name,
+                context=context,
+                kind=_KINDS[span.kind],
+                attributes=span.attributes,
+                start_time=_ns(span.start),
+            )
+            for event in span.events:
+                sdk_span.add_event(event.name, event.attributes, _ns(event.at))
+            if span.status == "error":
+                sdk_span.set_status(Status(StatusCode.ERROR, span.status_message or None))
+            sdk_span.end(_ns(span.end))
+        built, self._ended.spans = self._ended.spans, []
+        return built
+
+
+# -- the export service ------------------------------------------------------------------
+
+
+class TraceService:
+    """Exports the spans that end in the log, from a stored position (see the module)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        config: TracesConfig,
+        *,
+        exporter: SpanExporter | None = None,
+        database: Outage | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.exporter = exporter or make_exporter(config)
+        self.builder = SpanBuilder()
+        self.database = database or Outage("PostgreSQL (traces)", log)
+        self.collector = Outage(f"OTLP collector {config.endpoint}", log, max_delay=30.0)
+        self.position = 0
+        self.exported = 0
+        """Spans the collector accepted (a test's sign)."""
+        self.leading = asyncio.Event()
+        self._runs: dict[str, list[Recorded]] = {}  # histories of runs in flight, by stream
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Export until ``stop`` (then once more, up to the end of the log), while this
+        process leads; PostgreSQL and the collector going away are reported once each."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self._stand(stop)
+                except (StoreError, TimeoutError) as exc:
+                    self.database.failed(exc)
+                    await self.database.backoff(stop)
+        finally:
+            await asyncio.to_thread(self.exporter.shutdown)
+
+    async def _stand(self, stop: asyncio.Event) -> None:
+        lead: Lead | None = None
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                lead = await self.store.leadership.try_lead("traces")
+            self.database.ok()
+            if lead is None:  # another process exports
+                await _wait(stop, max(self.config.delay, 1.0))
+                return
+            self.leading.set()
+            await self._start_position()
+            while True:
+                stopping = stop.is_set()
+                if not await self.catch_up():
+                    if stopping:
+                        return  # left for the next start: the stored position says where
+                    await self.collector.backoff(stop)
+                    continue
+                async with asyncio.timeout(STORE_TIMEOUT):
+                    await lead.check()
+                self.database.ok()
+                if stopping:
+                    return
+                await _wait(stop, self.config.delay)
+        finally:
+            self.leading.clear()
+            if lead is not None:
+                await lead.release()
+
+    async def _start_position(self) -> None:
+        tracking = self.store.tracking
+        self.position = await tracking.log_position(READER)
+        if self.position == 0 and not await tracking.log_position(STARTED):
+            # the first start: spans that end from now on (older runs: `durable trace`)
+            self.position = await self.store.last_position()
+            await tracking.set_log_position(READER, self.position)
+            await tracking.set_log_position(STARTED, 1)
+        self._runs.clear()
+
+    async def catch_up(self) -> bool:
+        """Export what ended in the log past the stored position, a page at a time, storing
+        the position after each; False when the collector refused a page."""
+        while True:
+            page = await self.store.read_all(self.position, PAGE)
+            if not page:
+                return True
+            spans = await self._ended_in(page)
+            if spans:
+                exported = await asyncio.to_thread(
+                    export_spans, self.exporter, spans, self.config.batch
+                )
+                if not exported:
+                    self.collector.failed(f"{len(spans)} spans not accepted")
+                    return False
+                self.collector.ok()
+                self.exported += len(spans)
+            await self.store.tracking.set_log_position(READER, page[-1].position)
+            self.position = page[-1].position
+            if len(page) < PAGE:
+                return True
+
+    async def _ended_in(self, page: list[Recorded]) -> list[ReadableSpan]:
+        """The spans that end in ``page``, each run's history completed from the store
+        when this process has not seen its beginning."""
+        by_run: dict[str, list[Recorded]] = {}
+        for r in page:
+            if r.stream_id.startswith("run:"):
+                by_run.setdefault(r.stream_id, []).append(r)
+        ending = {s for s, recs in by_run.items() if any(isinstance(r.event, _ENDS) for r in recs)}
+        unknown: list[str] = []
+        for stream, recs in by_run.items():
+            known = self._runs.pop(stream, None)  # put back last: the newest are kept
+            if known is not None and known[-1].seq == recs[0].seq - 1:
+                known.extend(recs)
+                self._runs[stream] = known
+            elif recs[0].seq == 1:
+                self._runs[stream] = list(recs)
+            elif stream in ending:
+                unknown.append(stream)
+        if unknown:
+            read = await self.store.read_streams(unknown)
+            for stream in unknown:
+                last = by_run[stream][-1].seq
+                self._runs[stream] = [r for r in read.get(stream, []) if r.seq <= last]
+        spans: list[ReadableSpan] = []
+        for stream in ending:
+            history = self._runs.get(stream)
+            if not history:
+                continue
+            first, last = by_run[stream][0].seq, by_run[stream][-1].seq
+            try:
+                trace = trace_of(history)
+            except DurableError as exc:  # an inconsistent history cannot stop the others
+                log.warning("traces: %s skipped: %s", stream, exc)
+                del self._runs[stream]
+                continue
+            if trace is None:
+                continue
+            ended = [s for s in trace.spans if s.end_seq is not None and first <= s.end_seq <= last]
+            spans += self.builder.build(trace, ended)
+            if trace.run.end is not None:
+                del self._runs[stream]  # a rerun that reopens it reads it again
+            await asyncio.sleep(0)  # a page of many runs does not hold the event loop
+        while len(self._runs) > MAX_RUNS:
+            del self._runs[next(iter(self._runs))]
+        return spans
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
