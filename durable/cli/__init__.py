@@ -116,5 +116,6 @@ from durable.cli import backfills as _backfills  # noqa: E402,F401
 from durable.cli import inspect as _inspect  # noqa: E402,F401  (registers the commands)
 from durable.cli import service as _service  # noqa: E402,F401
 from durable.cli import tokens as _tokens  # noqa: E402,F401
+from durable.cli import trace as _trace  # noqa: E402,F401
 from durable.cli import triggers as _triggers  # noqa: E402,F401
 from durable.cli import workflows as _workflows  # noqa: E402,F401
