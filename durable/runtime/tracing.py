@@ -23,14 +23,15 @@ exporter's blocking call goes to a thread.
 
 **Export** (:class:`TraceService`, in ``durable up``): one process at a time (leadership
 ``traces``) tails the log from a stored reader position, every ``OTEL_BSP_SCHEDULE_DELAY``
-ms (5,000 by default); for each page it exports the span of each attempt that ended in it
-and of each run that ended in it, in batches of ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512),
-and stores the position once the collector accepted them. No ``BatchSpanProcessor``: its
+ms (5,000 by default); for what it read (up to 20,000 events at a time) it exports the
+span of each attempt and of each run that ended there, in requests of
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` spans (512), and stores the position once the collector
+accepted them. No ``BatchSpanProcessor``: its
 queue lives in memory (lost in a crash), is bounded (drops spans under load) and drops a
 batch that failed to export; here the log is the queue, so a collector that is away
 delays spans and loses none, and a restart goes on where the last export ended. The one
-window: a crash after the collector accepted a page and before its position is stored
-sends that page's spans again, with the same ids. A rerun reopens a run: its span is sent
+window: a crash after the collector accepted spans and before their position is stored
+sends them again, with the same ids. A rerun reopens a run: its span is sent
 again when the run ends again (same id, later end, a ``rerun`` event). The first start
 begins at the end of the log; ``durable trace RUN_ID --export`` sends any past run.
 """
@@ -91,6 +92,10 @@ READER = "traces"
 STARTED = "traces.started"
 """Set (to 1) once tracing first started: a position of 0 is then a real one."""
 PAGE = 5000
+"""Events read from the log at once."""
+ROUND = 20_000
+"""Events at most whose spans are derived and exported together: a run whose events span
+several pages is derived once a round, not once a page."""
 MAX_RUNS = 10_000
 """Histories of runs in flight kept in memory (a run evicted is read again when needed)."""
 STORE_TIMEOUT = 30.0
@@ -342,8 +347,8 @@ class TraceService:
             if lead is None:  # another process exports
                 await _wait(stop, max(self.config.delay, 1.0))
                 return
-            self.leading.set()
             await self._start_position()
+            self.leading.set()
             while True:
                 stopping = stop.is_set()
                 if not await self.catch_up():
@@ -373,13 +378,19 @@ class TraceService:
         self._runs.clear()
 
     async def catch_up(self) -> bool:
-        """Export what ended in the log past the stored position, a page at a time, storing
-        the position after each; False when the collector refused a page."""
+        """Export what ended in the log past the stored position, a round of pages at a
+        time, storing the position after each; False when the collector refused a round."""
         while True:
-            page = await self.store.read_all(self.position, PAGE)
-            if not page:
+            events: list[Recorded] = []
+            caught_up = False
+            while len(events) < ROUND and not caught_up:
+                after = events[-1].position if events else self.position
+                page = await self.store.read_all(after, PAGE)
+                events += page
+                caught_up = len(page) < PAGE
+            if not events:
                 return True
-            spans = await self._ended_in(page)
+            spans = await self._ended_in(events)
             if spans:
                 exported = await asyncio.to_thread(
                     export_spans, self.exporter, spans, self.config.batch
@@ -389,16 +400,16 @@ class TraceService:
                     return False
                 self.collector.ok()
                 self.exported += len(spans)
-            await self.store.tracking.set_log_position(READER, page[-1].position)
-            self.position = page[-1].position
-            if len(page) < PAGE:
+            await self.store.tracking.set_log_position(READER, events[-1].position)
+            self.position = events[-1].position
+            if caught_up:
                 return True
 
-    async def _ended_in(self, page: list[Recorded]) -> list[ReadableSpan]:
-        """The spans that end in ``page``, each run's history completed from the store
+    async def _ended_in(self, events: list[Recorded]) -> list[ReadableSpan]:
+        """The spans that end in ``events``, each run's history completed from the store
         when this process has not seen its beginning."""
         by_run: dict[str, list[Recorded]] = {}
-        for r in page:
+        for r in events:
             if r.stream_id.startswith("run:"):
                 by_run.setdefault(r.stream_id, []).append(r)
         ending = {s for s, recs in by_run.items() if any(isinstance(r.event, _ENDS) for r in recs)}
@@ -435,7 +446,7 @@ class TraceService:
             spans += self.builder.build(trace, ended)
             if trace.run.end is not None:
                 del self._runs[stream]  # a rerun that reopens it reads it again
-            await asyncio.sleep(0)  # a page of many runs does not hold the event loop
+            await asyncio.sleep(0)  # a round of many runs does not hold the event loop
         while len(self._runs) > MAX_RUNS:
             del self._runs[next(iter(self._runs))]
         return spans
