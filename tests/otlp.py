@@ -2,7 +2,8 @@
 
 An aiohttp app serving ``POST /v1/traces``: each body is decoded as the
 ``ExportTraceServiceRequest`` protobuf (opentelemetry-proto), as a collector would, and
-its spans kept. Run as a module it is a receiver that only counts (the benchmark's)::
+its spans kept. Run as a module it is a receiver that accepts and drops every request
+without decoding it (the benchmark's: a collector's work is not durable's cost)::
 
     python -m tests.otlp --port 4318
 """
@@ -55,7 +56,8 @@ class Span:
 class Receiver:
     """The receiver: ``url`` once started; ``spans`` as received, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, discard: bool = False) -> None:
+        self.discard = discard
         self.requests = 0
         self.spans: list[Span] = []
         self.refuse = False
@@ -83,6 +85,9 @@ class Receiver:
         body = await request.read()
         if self.refuse:
             return web.Response(status=503, text="not now")
+        if self.discard:
+            self.requests += 1
+            return web.Response(body=b"", content_type="application/x-protobuf")
         decoded = ExportTraceServiceRequest.FromString(body)
         self.requests += 1
         for rs in decoded.resource_spans:
@@ -123,7 +128,7 @@ class Receiver:
 
 
 async def _serve(port: int) -> None:
-    receiver = Receiver()
+    receiver = Receiver(discard=True)
     await receiver.start(port)
     print(receiver.url, flush=True)
     try:
