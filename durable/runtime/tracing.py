@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -99,6 +99,7 @@ several pages is derived once a round, not once a page."""
 MAX_RUNS = 10_000
 """Histories of runs in flight kept in memory (a run evicted is read again when needed)."""
 STORE_TIMEOUT = 30.0
+_EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
 _ENDS = (
     TaskSucceeded,
     TaskRetryScheduled,
@@ -324,19 +325,36 @@ class TraceService:
         """Spans the collector accepted (a test's sign)."""
         self.leading = asyncio.Event()
         self._runs: dict[str, list[Recorded]] = {}  # histories of runs in flight, by stream
+        self._complaints: list[str] = []
+        self._shut = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Export until ``stop`` (then once more, up to the end of the log), while this
         process leads; PostgreSQL and the collector going away are reported once each."""
+        interrupting = asyncio.create_task(self._interrupt(stop))
         try:
-            while not stop.is_set():
-                try:
-                    await self._stand(stop)
-                except (StoreError, TimeoutError) as exc:
-                    self.database.failed(exc)
-                    await self.database.backoff(stop)
+            with _exporter_complaints() as self._complaints:
+                while not stop.is_set():
+                    try:
+                        await self._stand(stop)
+                    except (StoreError, TimeoutError) as exc:
+                        self.database.failed(exc)
+                        await self.database.backoff(stop)
         finally:
-            await asyncio.to_thread(self.exporter.shutdown)
+            interrupting.cancel()
+            await asyncio.to_thread(self._shutdown)
+
+    async def _interrupt(self, stop: asyncio.Event) -> None:
+        """Stopping while the collector is away: an export retrying in its thread gives up
+        now rather than at its timeout (its spans are sent at the next start)."""
+        await stop.wait()
+        if self.collector.down:
+            await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        if not self._shut:
+            self._shut = True
+            self.exporter.shutdown()
 
     async def _stand(self, stop: asyncio.Event) -> None:
         lead: Lead | None = None
@@ -351,6 +369,8 @@ class TraceService:
             self.leading.set()
             while True:
                 stopping = stop.is_set()
+                if stopping and self.collector.down:
+                    return  # not another wait for its timeout: the next start sends them
                 if not await self.catch_up():
                     if stopping:
                         return  # left for the next start: the stored position says where
@@ -392,11 +412,13 @@ class TraceService:
                 return True
             spans = await self._ended_in(events)
             if spans:
+                self._complaints.clear()
                 exported = await asyncio.to_thread(
                     export_spans, self.exporter, spans, self.config.batch
                 )
                 if not exported:
-                    self.collector.failed(f"{len(spans)} spans not accepted")
+                    why = self._complaints[0] if self._complaints else "refused"
+                    self.collector.failed(f"{len(spans)} spans not sent: {_short(why)}")
                     return False
                 self.collector.ok()
                 self.exported += len(spans)
@@ -450,6 +472,36 @@ class TraceService:
         while len(self._runs) > MAX_RUNS:
             del self._runs[next(iter(self._runs))]
         return spans
+
+
+class _Complaints(logging.Handler):
+    """The OTLP exporter's log lines, kept instead of printed: it logs every retry of every
+    request, while the outage line says once that the collector is away, and why."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.said: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.said.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _exporter_complaints() -> Iterator[list[str]]:
+    logger = logging.getLogger(_EXPORTER_LOGGER)
+    handler, propagate = _Complaints(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.said
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else f"{text[:70]} … {text[-80:]}"
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
