@@ -336,7 +336,7 @@ async def test_a_run_triggered_over_http_continues_the_callers_trace(
 
 
 async def test_a_collector_away_delays_spans_and_loses_none(
-    pg_store: PostgresEventStore, tmp_path: Path
+    pg_store: PostgresEventStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "traced.py"
     path.write_text(TRACED)
@@ -370,6 +370,13 @@ async def test_a_collector_away_delays_spans_and_loses_none(
     same_as_derived(receiver.spans, _derived(await pg_store.read_stream(run_stream(run_id))))
     assert service.exported == 4 and not service.collector.down
     assert await pg_store.tracking.log_position("traces") == await pg_store.last_position()
+    # said once when it went (with the reason) and once when it was back; the exporter's
+    # own line for each retry is not printed
+    said = [r.getMessage() for r in caplog.records if r.name.startswith(("durable", "opentel"))]
+    assert len(said) == 2, said
+    assert said[0].startswith(f"OTLP collector {config.endpoint} unavailable (")
+    assert "Service Unavailable" in said[0]
+    assert said[1].startswith(f"OTLP collector {config.endpoint} back after")
 
 
 async def test_without_an_endpoint_nothing_starts(
