@@ -102,6 +102,7 @@ def _which(runs: list[str]) -> str:
 
 def _export(built: RunTrace) -> None:
     from durable.runtime import tracing
+    from durable.runtime.spans import SpanBuilder
 
     config = tracing.traces_config(os.environ)
     if config is None:
@@ -109,7 +110,7 @@ def _export(built: RunTrace) -> None:
             "no OTLP endpoint to export to",
             hint="set OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://localhost:4318",
         )
-    spans = tracing.SpanBuilder().build(built)
+    spans = SpanBuilder().build(built)
     exporter = tracing.make_exporter(config)
     try:
         if not tracing.export_spans(exporter, spans, config.batch):
@@ -215,7 +216,7 @@ def otlp_json(built: RunTrace) -> dict[str, Any]:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-    from durable.runtime.tracing import SpanBuilder
+    from durable.runtime.spans import SpanBuilder
 
     # every span, whatever a sampler would keep: this is a reading of the history
     request = encode_spans(SpanBuilder(sampler=ALWAYS_ON).build(built))

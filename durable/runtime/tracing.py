@@ -10,30 +10,22 @@ SDK's ``OTLPSpanExporter`` (HTTP/protobuf: ``OTEL_EXPORTER_OTLP_*_HEADERS``, ``_
 ``OTEL_RESOURCE_ATTRIBUTES`` (``service.name`` defaults to ``durable``); the sampler from
 ``OTEL_TRACES_SAMPLER`` (by default a producer's unsampled ``traceparent`` is honoured).
 
-**Spans with the log's ids** (:class:`SpanBuilder`). The spans are computed as plain data
-by :func:`durable.core.trace.trace_of`, ids included. They become SDK spans through the
-SDK's own ``Tracer``: its ``start_span`` asks the provider's ``IdGenerator`` for the new
-span's id (and, for a root, the trace id), so a generator that hands out the id just
-derived (:class:`_GivenIds`) is all it takes; the parent is passed as a context holding a
-``NonRecordingSpan`` of the derived parent ``SpanContext``, and start and end times,
-events and status are given explicitly. Going through the tracer rather than building
-``ReadableSpan`` s by hand (which the SDK reserves to itself) keeps the resource, the
-sampler and the span limits the SDK's. Everything runs on the event loop; only the
-exporter's blocking call goes to a thread.
+**Spans** with the ids the log gives them: :mod:`durable.runtime.spans`. Everything runs
+on the event loop; only the exporter's blocking calls go to a thread.
 
 **Export** (:class:`TraceService`, in ``durable up``): one process at a time (leadership
 ``traces``) tails the log from a stored reader position, every ``OTEL_BSP_SCHEDULE_DELAY``
 ms (5,000 by default); for what it read (up to 20,000 events at a time) it exports the
 span of each attempt and of each run that ended there, in requests of
 ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` spans (512), and stores the position once the collector
-accepted them. No ``BatchSpanProcessor``: its
-queue lives in memory (lost in a crash), is bounded (drops spans under load) and drops a
-batch that failed to export; here the log is the queue, so a collector that is away
-delays spans and loses none, and a restart goes on where the last export ended. The one
-window: a crash after the collector accepted spans and before their position is stored
-sends them again, with the same ids. A rerun reopens a run: its span is sent
-again when the run ends again (same id, later end, a ``rerun`` event). The first start
-begins at the end of the log; ``durable trace RUN_ID --export`` sends any past run.
+accepted them. No ``BatchSpanProcessor``: its queue lives in memory (lost in a crash), is
+bounded (drops spans under load) and drops a batch that failed to export; here the log
+is the queue, so a collector that is away delays spans and loses none, and a restart goes
+on where the last export ended. The one window: a crash after the collector accepted
+spans and before their position is stored sends them again, with the same ids. A rerun
+reopens a run: its span is sent again when the run ends again (same id, later end, a
+``rerun`` event). The first start begins at the end of the log; ``durable trace RUN_ID
+--export`` sends any past run.
 """
 
 from __future__ import annotations
@@ -41,25 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Mapping, Sequence
 
 import msgspec
-from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    set_span_in_context,
-)
 
 from durable.core.errors import DurableError, StoreError
 from durable.core.events import (
@@ -72,12 +50,12 @@ from durable.core.events import (
     TaskRetryScheduled,
     TaskSucceeded,
 )
-from durable.core.trace import RunTrace, SpanData, trace_of
+from durable.core.trace import trace_of
 from durable.runtime.outage import Outage
+from durable.runtime.spans import SpanBuilder
 from durable.store.base import EventStore, Lead
 
 __all__ = [
-    "SpanBuilder",
     "TraceService",
     "TracesConfig",
     "export_spans",
@@ -191,113 +169,6 @@ def export_spans(exporter: SpanExporter, spans: Sequence[ReadableSpan], batch: i
         if exporter.export(spans[i : i + batch]) is not SpanExportResult.SUCCESS:
             return False
     return True
-
-
-# -- spans with the log's ids ------------------------------------------------------------
-
-
-class _GivenIds(IdGenerator):
-    """Hands out the ids set just before ``start_span`` asks for them."""
-
-    def __init__(self) -> None:
-        self.trace_id = 0
-        self.span_id = 0
-
-    def generate_trace_id(self) -> int:
-        return self.trace_id
-
-    def generate_span_id(self) -> int:
-        return self.span_id
-
-
-class _Collect(SpanProcessor):
-    """Keeps every ended span, to be exported together."""
-
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
-
-
-_KINDS = {"internal": SpanKind.INTERNAL, "consumer": SpanKind.CONSUMER}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ns(at: datetime) -> int:
-    return (at - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def default_resource() -> Resource:
-    """The resource the ``OTEL_*`` variables describe; ``service.name`` ``durable`` unless
-    they name one."""
-    detected = Resource.create({})
-    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        return detected.merge(Resource({SERVICE_NAME: "durable"}))
-    return detected
-
-
-class SpanBuilder:
-    """SDK spans (``ReadableSpan``) from a run's derived trace: its ids, times, events."""
-
-    def __init__(self, resource: Resource | None = None, sampler: Sampler | None = None) -> None:
-        self._ids = _GivenIds()
-        self._ended = _Collect()
-        self._provider = TracerProvider(
-            sampler=sampler,  # None: OTEL_TRACES_SAMPLER's, parent-based by default
-            resource=resource or default_resource(),
-            id_generator=self._ids,
-            shutdown_on_exit=False,
-        )
-        self._provider.add_span_processor(self._ended)
-        self._tracer = self._provider.get_tracer("durable")
-
-    @property
-    def resource(self) -> Resource:
-        return self._provider.resource
-
-    def build(self, trace: RunTrace, spans: Iterable[SpanData] | None = None) -> list[ReadableSpan]:
-        """The ended ones of ``spans`` (all the trace's by default) as SDK spans; none when
-        the sampler does not record the trace."""
-        run = trace.run
-        producer = Context()
-        if trace.parent is not None:
-            remote = SpanContext(
-                trace.trace_id,
-                trace.parent.span_id,
-                is_remote=True,
-                trace_flags=TraceFlags(trace.parent.flags & TraceFlags.SAMPLED),
-            )
-            producer = set_span_in_context(NonRecordingSpan(remote), Context())
-        # the run span's sampling decision, taken once: its children follow it
-        decision = self._provider.sampler.should_sample(
-            producer, trace.trace_id, run.name, _KINDS[run.kind], run.attributes
-        ).decision
-        flags = TraceFlags(
-            TraceFlags.SAMPLED if decision is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
-        )
-        for span in trace.spans if spans is None else spans:
-            if span.end is None:
-                continue
-            context = producer
-            if span is not run and span.parent_span_id is not None:
-                parent = SpanContext(trace.trace_id, span.parent_span_id, False, flags)
-                context = set_span_in_context(NonRecordingSpan(parent), Context())
-            self._ids.trace_id, self._ids.span_id = trace.trace_id, span.span_id
-            sdk_span = self._tracer.start_span(
-                span.name,
-                context=context,
-                kind=_KINDS[span.kind],
-                attributes=span.attributes,
-                start_time=_ns(span.start),
-            )
-            for event in span.events:
-                sdk_span.add_event(event.name, event.attributes, _ns(event.at))
-            if span.status == "error":
-                sdk_span.set_status(Status(StatusCode.ERROR, span.status_message or None))
-            sdk_span.end(_ns(span.end))
-        built, self._ended.spans = self._ended.spans, []
-        return built
 
 
 # -- the export service ------------------------------------------------------------------
