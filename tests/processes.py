@@ -72,8 +72,8 @@ def start_service(
     port: int | None = None,
     env: dict[str, str] | None = None,
 ) -> Service:
-    """Start `durable up --http` on a fresh database and wait until it answers (``env``:
-    the process's environment, by default this one's)."""
+    """Start `durable up --http` on a fresh database and wait until it answers; ``env``
+    adds to (or overrides) this process's environment."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -92,7 +92,7 @@ def start_service(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env={**os.environ, **env} if env else None,
     )
     assert process.stderr is not None
     token = ""

@@ -258,3 +258,66 @@ class StoreContract:
         assert isinstance(results[5], list)
         assert [r.seq for r in await store.read_stream(stream)] == [1, 2, 3]
         assert await store.get_run("r1") is not None
+
+    async def test_a_commit_observer_hears_every_committed_append(self, store: Any) -> None:
+        """Telemetry's hook: each commit says how many appends and events it wrote, how
+        long it took and its oldest append waited; a rejected append is not counted."""
+        heard: list[tuple[int, int, float, float]] = []
+
+        class Observer:
+            def committed(self, appends: int, events: int, seconds: float, waited: float) -> None:
+                heard.append((appends, events, seconds, waited))
+
+        store.observe_commits(Observer())
+        for i in range(10):
+            await store.append(run_stream(f"r{i}"), 0, [created(f"r{i}")])
+        results = await asyncio.gather(
+            *(store.append(run_stream(f"r{i}"), 1, [RunStarted(), RunPaused()]) for i in range(10)),
+            store.append(run_stream("r3"), 0, [RunStarted()]),  # stale: refused
+            return_exceptions=True,
+        )
+        assert isinstance(results[-1], ConcurrencyConflict)
+        assert sum(appends for appends, _, _, _ in heard) == 20
+        assert sum(events for _, events, _, _ in heard) == 10 + 20
+        assert all(0 <= seconds <= waited for _, _, seconds, waited in heard)
+        store.observe_commits(None)
+        await store.append(run_stream("r0"), 3, [RunResumed()])
+        assert sum(appends for appends, _, _, _ in heard) == 20  # no longer told
+
+    async def test_notification_events_are_the_outboxs_events_of_every_stream(
+        self, store: Any
+    ) -> None:
+        from durable.core.events import (
+            NotificationFailed,
+            NotificationRequested,
+            NotificationSent,
+            NotifyRule,
+        )
+
+        rule = NotifyRule(channel="webhook", target="https://example.com/hook")
+
+        def asked(nid: str) -> NotificationRequested:
+            return NotificationRequested(
+                notification_id=nid, on="run_failed", rule="w0", channel=rule
+            )
+
+        await store.append(run_stream("r1"), 0, [*failed_run("r1"), asked("a")])
+        await store.append(run_stream("r2"), 0, [*succeeded_run("r2"), asked("b")])
+        await store.append(
+            run_stream("r1"), len(failed_run("r1")) + 1, [NotificationSent(notification_id="a")]
+        )
+        await store.append(
+            run_stream("r2"),
+            len(succeeded_run("r2")) + 1,
+            [NotificationFailed(notification_id="b", attempts=3, reason="HTTP 500")],
+        )
+        found = await store.notification_events()
+        assert [type(r.event).__name__ for r in found] == [
+            "NotificationRequested",
+            "NotificationRequested",
+            "NotificationSent",
+            "NotificationFailed",
+        ]
+        assert [r.stream_id for r in found] == ["run:r1", "run:r2", "run:r1", "run:r2"]
+        assert await store.notification_events(found[1].position) == found[2:]
+        assert await store.notification_events(0, 1) == found[:1]

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from durable import Param, Schedule, TaskContext, Workflow
 from durable.api import create_app
@@ -600,13 +601,20 @@ async def test_metrics_in_prometheus_format(api: Api) -> None:
     await api.finished(run["run_id"])
     status, text = await api.call("GET", "/metrics", scope="read")
     assert status == 200
-    assert 'durable_runs{workflow="quick",status="succeeded"} 1' in text
-    assert re.search(
-        r'durable_http_requests_total\{method="POST",route="/api/v1/workflows/\{workflow\}/runs",'
-        r'status="202"\} 1\n',
-        text,
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("durable_runs", (("status", "succeeded"), ("workflow", "quick")))] == 1
+    # the OTel HTTP semantic conventions: the route's template, the method, the status
+    posted = (
+        ("http_request_method", "POST"),
+        ("http_response_status_code", "202"),
+        ("http_route", "/api/v1/workflows/{workflow}/runs"),
     )
-    assert "# TYPE durable_http_request_duration_seconds histogram" in text
+    assert samples[("http_server_request_duration_seconds_count", posted)] == 1
+    assert samples[("http_server_request_duration_seconds_bucket", (*posted, ("le", "+Inf")))] == 1
 
 
 async def test_schedules_read_now_from_the_injected_clock(api: Api) -> None:

@@ -4,7 +4,11 @@ core (pure) <- store <- application <- runtime <- interfaces (api, cli, client, 
 The web console (``ui``) imports nothing of durable: it reads and acts only through the
 HTTP API, from the browser; the API application serves its files.
 ``workflows`` (authoring: the Python and YAML definitions, the task context) sits on the
-core. No module outside ``durable/store/`` imports asyncpg or holds a SQL statement,
+core. ``telemetry`` (the process's OpenTelemetry metrics) sits on the core and the store's
+protocols, beside the application: both the runtime (the executor counts runs, the Kafka
+trigger its lag) and the API (HTTP durations, ``/metrics``) count into it, and the API
+may not import the runtime. The store does not import it either: its group commit tells a
+``CommitObserver`` it is handed. No module outside ``durable/store/`` imports asyncpg or holds a SQL statement,
 except the SQL task runner, whose SQL is its users'.
 """
 
@@ -25,10 +29,11 @@ ALLOWED: dict[str, set[str]] = {
     "workflows": {"core"},
     "store": {"core"},
     "application": {"core", "store", "workflows"},
-    "runtime": {"core", "store", "application", "workflows"},
-    "api": {"core", "store", "application", "workflows", "ui"},
+    "telemetry": {"core", "store"},
+    "runtime": {"core", "store", "application", "workflows", "telemetry"},
+    "api": {"core", "store", "application", "workflows", "ui", "telemetry"},
     "ui": set(),
-    "cli": {"core", "store", "application", "workflows", "runtime", "api", "client"},
+    "cli": {"core", "store", "application", "workflows", "runtime", "api", "client", "telemetry"},
     "client": {"core", "api"},
     "contracts": {"core", "api"},
     "__init__": {"core", "workflows"},

@@ -301,9 +301,7 @@ async def test_a_run_triggered_over_http_continues_the_callers_trace(
     path = tmp_path / "traced.py"
     path.write_text(TRACED)
     caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    service = await asyncio.to_thread(
-        start_service, database_url, path, env=clean_env(**otel(receiver))
-    )
+    service = await asyncio.to_thread(start_service, database_url, path, env=otel(receiver))
     try:
         await tracing_started(pg_store)
         async with (

@@ -6,7 +6,18 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from durable import KafkaTrigger, Param, S3Trigger, Schedule, WebhookTrigger, Workflow
+from durable import (
+    Email,
+    KafkaTrigger,
+    PagerDuty,
+    Param,
+    S3Trigger,
+    Schedule,
+    Sla,
+    Webhook,
+    WebhookTrigger,
+    Workflow,
+)
 from durable.workflows.yaml import _TOP, load_yaml_spec, spec_to_yaml
 
 
@@ -28,6 +39,12 @@ def test_a_workflow_with_every_option_roundtrips_through_yaml(tmp_path: Path) ->
         webhook=WebhookTrigger(secret_env="HOOK_SECRET"),
         on_assets=["warehouse.sales_daily"],
         description="all the options",
+        notify=[
+            Email("smtp://mail.example.com?to=data@example.com", on=["run_failed", "sla_missed"]),
+            Webhook("https://hooks.example.com/d", secret_env="HOOK_SECRET", subject="${run_id}"),
+            PagerDuty("${PD_KEY}", dedup="workflow", severity="critical"),
+        ],
+        sla=Sla(finish_by="06:00", timezone="Europe/Paris", max_duration=3600),
     )
     wf.shell("load", "echo ${params.date}", produces=["warehouse.other"])
     spec = wf.spec()
@@ -41,4 +58,5 @@ def test_a_workflow_with_every_option_roundtrips_through_yaml(tmp_path: Path) ->
         spec.kafka,
         spec.schedule,
     )
+    assert (again.notify, again.sla) == (spec.notify, spec.sla)
     assert again.version == spec.version

@@ -4,7 +4,8 @@
 ``workflows``, ``runs``, ``reruns``, ``backfills``, ``schedules``, ``tokens``, ``hooks``
 and ``health`` hold the routes; ``routes`` lists them all, and both ``app``
 (:func:`create_app`) and ``openapi`` (``proto/openapi.yaml``) are made from that list.
-``schemas`` has the bodies' types, ``auth`` the tokens, ``metrics`` the Prometheus page.
+``schemas`` has the bodies' types, ``auth`` the tokens; ``/metrics`` is
+:mod:`durable.telemetry`'s Prometheus reader.
 """
 
 from durable.api.app import create_app

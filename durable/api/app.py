@@ -9,6 +9,7 @@ a title and a detail naming the field. A run is durable before the caller hears
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -19,7 +20,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from durable.api.metrics import HttpMetrics
 from durable.api.routes import ROUTES
 from durable.api.routing import MAX_BODY, Answer, ApiError, Call, Deps, Route, bearer, problem
 from durable.core.commands import CommandRejected, UnknownTask
@@ -32,6 +32,7 @@ from durable.core.errors import (
 )
 from durable.core.spec import DefinitionError
 from durable.store.base import EventStore
+from durable.telemetry import HttpMetrics, Telemetry
 from durable.ui import mount
 from durable.workflows.loader import WorkflowRegistry
 
@@ -53,21 +54,34 @@ def create_app(
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], datetime] = _utc_now,
     console: bool = True,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """The API application; dependencies are passed in, nothing is global. With
-    ``console``, it also serves the web console (:mod:`durable.ui`) on ``/ui/``."""
-    deps = Deps(
-        store=store,
-        registry=registry,
-        clock=clock,
-        environ=os.environ if environ is None else environ,
-        http=HttpMetrics(),
-    )
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors(deps.http)])
+    ``console``, it also serves the web console (:mod:`durable.ui`) on ``/ui/``.
+
+    ``telemetry``: the process's metrics, shared with its executor (``durable up``);
+    without it the application makes its own from ``environ`` and shuts it down with
+    itself."""
+    env = os.environ if environ is None else environ
+    owned = telemetry is None
+    metrics = Telemetry(env) if telemetry is None else telemetry
+    deps = Deps(store=store, registry=registry, clock=clock, environ=env, telemetry=metrics)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors(metrics.http)])
     for r in ROUTES:
         app.router.add_route(r.method, r.path, _endpoint(deps, r))
     if console:
         mount(app)
+
+    async def watch_store(app: web.Application) -> None:
+        metrics.store.watch(store)  # on the loop that serves: the gauges read from it
+
+    app.on_startup.append(watch_store)
+    if owned:
+
+        async def shut_down(app: web.Application) -> None:
+            await asyncio.to_thread(metrics.shutdown)  # blocks: a last OTLP export
+
+        app.on_cleanup.append(shut_down)
     return app
 
 
@@ -140,7 +154,7 @@ def _errors(http: HttpMetrics) -> Any:
         else:
             response = await _answer(request, handler)
         info = request.match_info.route.resource
-        route = info.canonical if info is not None else "unmatched"
+        route = info.canonical if info is not None else None
         http.observe(request.method, route, response.status, time.perf_counter() - started)
         return response
 

@@ -24,10 +24,10 @@ from typing import Any, Generic, Literal, TypeVar
 import msgspec
 from aiohttp import web
 
-from durable.api.metrics import HttpMetrics
 from durable.application.tokens import TokenInfo, authenticate, grants
 from durable.core.spec import DefinitionError, WorkflowSpec
 from durable.store.base import EventStore
+from durable.telemetry import Telemetry
 from durable.workflows.loader import LoadedWorkflow, WorkflowRegistry
 
 __all__ = [
@@ -162,7 +162,8 @@ class Deps:
     """The wall clock (aware datetimes); injected so handlers never read the time."""
     environ: Mapping[str, str]
     """Where webhook secrets are read from."""
-    http: HttpMetrics
+    telemetry: Telemetry
+    """The process's metrics (``/metrics`` renders them)."""
 
 
 @dataclass(frozen=True, kw_only=True)

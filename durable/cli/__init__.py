@@ -114,6 +114,7 @@ def parse_since(value: str | None) -> datetime | None:
 
 from durable.cli import backfills as _backfills  # noqa: E402,F401
 from durable.cli import inspect as _inspect  # noqa: E402,F401  (registers the commands)
+from durable.cli import notifications as _notifications  # noqa: E402,F401
 from durable.cli import service as _service  # noqa: E402,F401
 from durable.cli import tokens as _tokens  # noqa: E402,F401
 from durable.cli import trace as _trace  # noqa: E402,F401

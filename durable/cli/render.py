@@ -11,10 +11,14 @@ from rich.text import Text
 
 from durable.core.events import (
     BackfillCancelled,
+    BackfillFinished,
     BackfillPaused,
     BackfillRequested,
     BackfillResumed,
     Event,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
     Recorded,
     RerunQueued,
     RerunRequested,
@@ -27,6 +31,7 @@ from durable.core.events import (
     RunSucceeded,
     SchedulePaused,
     ScheduleResumed,
+    SlaMissed,
     TaskCancelled,
     TaskFailed,
     TaskMapped,
@@ -127,6 +132,18 @@ def summary(event: Event, generation: int | None = None) -> str:
                 f"request {event.request_id}: {', '.join(event.tasks)}{scope}{only} "
                 "(applied when the run ends)"
             )
+        case NotificationRequested():
+            action = f" ({event.action})" if event.action else ""
+            return f"{event.on} → {event.channel.channel}{action}, rule {event.rule}: {event.notification_id}"
+        case NotificationSent():
+            tries = f" after {event.attempts} attempts" if event.attempts > 1 else ""
+            return f"{event.notification_id}{tries}"
+        case NotificationFailed():
+            return f"{event.notification_id} after {event.attempts} attempts: {event.reason}"
+        case SlaMissed():
+            return event.detail
+        case BackfillFinished():
+            return f"{event.status}: {short_json(event.runs, 60)}"
     return ""  # pragma: no cover - every event is matched above
 
 

@@ -20,6 +20,11 @@ from durable.application.runs import create_run, register_versions
 from durable.application.tokens import ensure_first_token
 from durable.cli import Context, main, pass_context
 from durable.cli.inspect import run_records
+from durable.cli.notifications import (
+    configure_notifications,
+    notifications_option,
+    start_notifier,
+)
 from durable.cli.render import short_json, when
 from durable.core.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
 from durable.core.events import (
@@ -47,6 +52,7 @@ from durable.runtime.triggers.kafka import KafkaTriggerService
 from durable.runtime.triggers.s3 import S3PollingService
 from durable.store.base import EventStore
 from durable.store.rows import LogLine
+from durable.telemetry import Telemetry
 from durable.workflows.context import DEFAULT_LOG_MAX_BYTES
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
@@ -140,6 +146,7 @@ def load(path: Path) -> WorkflowRegistry:
     help="Serve the HTTP API and the web console here [env DURABLE_HTTP].",
 )
 @click.option("--no-http", is_flag=True, help="Serve neither the HTTP API nor the console.")
+@notifications_option
 @pass_context
 def up(
     ctx: Context,
@@ -151,6 +158,7 @@ def up(
     kafka_bootstrap: str | None,
     http_address: str,
     no_http: bool,
+    notifications_path: Path | None,
 ) -> None:
     """Run the durable service: executor, scheduler, triggers, the HTTP API and the web
     console (http://127.0.0.1:8080 unless --http or --no-http), against the (embedded)
@@ -160,12 +168,15 @@ def up(
     from durable.runtime import tracing  # the OpenTelemetry SDK: only `durable up` needs it
 
     traces = tracing.traces_config(os.environ)  # None: no OTEL_* endpoint, no tracing
+    base_url = configure_notifications(registry, notifications_path, listen)
 
     async def go(store: EventStore) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        telemetry = Telemetry()  # the process's metrics: /metrics, and OTLP if configured
+        telemetry.observe(store)
         executor = Executor(
             store,
             registry,
@@ -173,6 +184,7 @@ def up(
             max_runs=max_runs,
             lease_seconds=lease,
             task_log_max_bytes=task_log_max_bytes,
+            telemetry=telemetry,
         )
         scheduler = Scheduler(store, registry, database=executor.database)
         scheduling = asyncio.create_task(scheduler.run(stop)) if scheduler.scheduled else None
@@ -185,7 +197,9 @@ def up(
                     err=True,
                 )
             else:
-                service = KafkaTriggerService(store, registry, bootstrap=kafka_bootstrap)
+                service = KafkaTriggerService(
+                    store, registry, bootstrap=kafka_bootstrap, metrics=telemetry.kafka
+                )
                 consuming = asyncio.create_task(service.run(stop))
         names = ", ".join(f"{w.spec.name}@{w.spec.version}" for w in registry)
         click.echo(
@@ -208,7 +222,8 @@ def up(
                     f"it:\n{first}",
                     err=True,
                 )
-            web_runner = web.AppRunner(create_app(store, registry), access_log=None)
+            app = create_app(store, registry, telemetry=telemetry)
+            web_runner = web.AppRunner(app, access_log=None)
             await web_runner.setup()
             try:
                 await web.TCPSite(web_runner, host, port).start()
@@ -235,11 +250,23 @@ def up(
             tracking = asyncio.create_task(
                 AssetService(store, registry, database=executor.database).run(stop)
             )
-        for background in (executing, scheduling, consuming, polling, tracking, exporting):
+        notifying = start_notifier(
+            store, registry, stop, base_url=base_url, database=executor.database
+        )
+        for background in (
+            executing,
+            scheduling,
+            consuming,
+            polling,
+            tracking,
+            notifying,
+            exporting,
+        ):
             if background is not None:
                 await background
         if web_runner is not None:
             await web_runner.cleanup()
+        await asyncio.to_thread(telemetry.shutdown)  # the last OTLP export, if any
         click.echo("durable up: stopped", err=True)
 
     ctx.run(go)

@@ -29,6 +29,9 @@ from msgspec.structs import replace
 
 from durable.core.events import (
     ErrorInfo,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
     Recorded,
     RerunQueued,
     RerunRequested,
@@ -39,6 +42,7 @@ from durable.core.events import (
     RunResumed,
     RunStarted,
     RunSucceeded,
+    SlaMissed,
     TaskCancelled,
     TaskFailed,
     TaskMapped,
@@ -161,6 +165,10 @@ def attempts_of(records: Iterable[Recorded]) -> AttemptsView | None:
                 | RunSucceeded()
                 | RerunRequested()
                 | RerunQueued()
+                | NotificationRequested()
+                | NotificationSent()
+                | NotificationFailed()
+                | SlaMissed()
             ):
                 pass
             case _:

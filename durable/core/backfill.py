@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import TypeAlias, assert_never
+from typing import Literal, TypeAlias, assert_never
 
 import msgspec
 
@@ -17,18 +17,25 @@ from durable.core.errors import DurableError
 from durable.core.events import (
     BackfillCancelled,
     BackfillEvent,
+    BackfillFinished,
     BackfillPaused,
     BackfillRequested,
     BackfillResumed,
     Event,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
     backfill_event,
+    backfill_stream,
 )
+from durable.core.notify import KeyedRule, requests_for, summary_of
 from durable.core.schedule import Schedule, Tick, fire_times, next_fire
 
 __all__ = [
     "BackfillCommand",
     "BackfillState",
     "CancelBackfill",
+    "FinishBackfill",
     "PauseBackfill",
     "RequestBackfill",
     "ResumeBackfill",
@@ -54,6 +61,9 @@ def intervals(schedule: Schedule, start: datetime, end: datetime) -> list[Tick]:
 class BackfillState(msgspec.Struct, frozen=True, kw_only=True):
     request: BackfillRequested
     status: str  # running | paused | cancelled
+    finished: str | None = None
+    """Once every interval's run ended: succeeded, failed or cancelled (recorded once)."""
+    last_seq: int = 1
 
 
 def backfill_state(events: Iterable[Event]) -> BackfillState | None:
@@ -71,6 +81,8 @@ def backfill_state(events: Iterable[Event]) -> BackfillState | None:
 def evolve_backfill(state: BackfillState | None, event: BackfillEvent) -> BackfillState | None:
     """The backfill's state after ``event``. A pause, resume or cancel that does not
     apply (nothing requested yet, already paused, ...) leaves the state as it is."""
+    if state is not None:
+        state = msgspec.structs.replace(state, last_seq=state.last_seq + 1)
     match event:
         case BackfillRequested():
             return BackfillState(request=event, status="running")
@@ -85,6 +97,12 @@ def evolve_backfill(state: BackfillState | None, event: BackfillEvent) -> Backfi
         case BackfillCancelled():
             if state is not None:
                 return msgspec.structs.replace(state, status="cancelled")
+            return state
+        case BackfillFinished():
+            if state is not None:
+                return msgspec.structs.replace(state, finished=event.status)
+            return state
+        case NotificationRequested() | NotificationSent() | NotificationFailed():
             return state
         case _:
             assert_never(event)
@@ -136,7 +154,17 @@ class CancelBackfill(msgspec.Struct, frozen=True, kw_only=True):
     by: str | None = None
 
 
-BackfillCommand: TypeAlias = RequestBackfill | PauseBackfill | ResumeBackfill | CancelBackfill
+class FinishBackfill(msgspec.Struct, frozen=True, kw_only=True):
+    """Record the backfill's end if its runs all ended (``progress``: their statuses),
+    with a notification per rule of its workflow that listens to ``backfill_finished``."""
+
+    progress: dict[str, int]
+    rules: tuple[KeyedRule, ...] = ()
+
+
+BackfillCommand: TypeAlias = (
+    RequestBackfill | PauseBackfill | ResumeBackfill | CancelBackfill | FinishBackfill
+)
 
 
 def decide_backfill(state: BackfillState | None, command: BackfillCommand) -> list[Event]:
@@ -149,6 +177,8 @@ def decide_backfill(state: BackfillState | None, command: BackfillCommand) -> li
         raise DurableError("no such backfill", hint="`durable backfills` lists them")
     bid = state.request.backfill_id
     match command:
+        case FinishBackfill():
+            return _finish(state, command)
         case CancelBackfill():
             return [] if state.status == "cancelled" else [BackfillCancelled(by=command.by)]
         case PauseBackfill() | ResumeBackfill():
@@ -160,3 +190,43 @@ def decide_backfill(state: BackfillState | None, command: BackfillCommand) -> li
             if isinstance(command, PauseBackfill):
                 return [BackfillPaused(by=command.by)]
             return [BackfillResumed(by=command.by)]
+        case RequestBackfill():  # pragma: no cover - answered above
+            return []
+
+
+def _finish(state: BackfillState, command: FinishBackfill) -> list[Event]:
+    if state.finished is not None:
+        return []
+    progress = command.progress
+    if state.status == "cancelled":
+        if any(progress.get(s, 0) for s in ("pending", "running", "paused")):
+            return []
+        status: Literal["succeeded", "failed", "cancelled"] = "cancelled"
+    else:
+        outcome = backfill_outcome(state, progress)
+        if outcome not in ("succeeded", "failed"):
+            return []
+        status = "succeeded" if outcome == "succeeded" else "failed"
+    r = state.request
+    runs = {k: v for k, v in sorted(progress.items()) if v}
+    fields = {
+        "workflow": r.workflow,
+        "backfill_id": r.backfill_id,
+        "status": status,
+        "event": "backfill_finished",
+        "runs": runs,
+        "logical_time": f"{r.start.isoformat()} to {r.end.isoformat()}",
+    }
+    fields["summary"] = summary_of("backfill_finished", fields)
+    return [
+        BackfillFinished(status=status, runs=runs),
+        *requests_for(
+            backfill_stream(r.backfill_id),
+            state.last_seq + 1,
+            "backfill_finished",
+            fields,
+            command.rules,
+            incident=f"durable:{r.workflow}:{r.backfill_id}",
+            failed=status != "succeeded",
+        ),
+    ]

@@ -23,6 +23,9 @@ from durable.core.errors import InvalidTransition
 from durable.core.events import (
     RUN_EVENT_TYPES,
     Event,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
     Recorded,
     RerunQueued,
     RerunRequested,
@@ -34,6 +37,7 @@ from durable.core.events import (
     RunResumed,
     RunStarted,
     RunSucceeded,
+    SlaMissed,
     TaskCancelled,
     TaskFailed,
     TaskMapped,
@@ -243,6 +247,24 @@ def _evolve(state: RunState | None, recorded: Recorded, event: RunEvent) -> RunS
                 queued=(*state.queued, event),
                 last_seq=recorded.seq,
                 updated_at=recorded.recorded_at,
+            )
+        case NotificationRequested():
+            # the outbox never changes what the run does; a PagerDuty incident it opens
+            # is remembered so the run's success resolves it
+            incidents = tuple(r for r in state.incidents if r != event.rule)
+            if event.action == "trigger":
+                incidents = (*incidents, event.rule)
+            return replace(state, incidents=incidents, last_seq=recorded.seq, updated_at=at)
+        case NotificationSent() | NotificationFailed():
+            return replace(state, last_seq=recorded.seq, updated_at=at)
+        case SlaMissed():
+            if event.key in state.sla_missed:
+                _invalid(recorded, f"the SLA miss {event.key!r} is already recorded")
+            return replace(
+                state,
+                sla_missed=(*state.sla_missed, event.key),
+                last_seq=recorded.seq,
+                updated_at=at,
             )
         case _:
             assert_never(event)

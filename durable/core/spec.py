@@ -18,11 +18,13 @@ from typing import Any, Literal, TypeAlias
 import msgspec
 
 from durable.core.errors import DurableError
-from durable.core.events import TaskNode, TriggerRule
+from durable.core.events import NotifyRule, TaskNode, TriggerRule
 from durable.core.kafka import KafkaTrigger
+from durable.core.notify import RuleError, check_rule
 from durable.core.retry import RetryPolicy
 from durable.core.s3 import S3Trigger, WebhookTrigger
 from durable.core.schedule import Schedule, ScheduleError, validate_schedule
+from durable.core.sla import Sla, SlaError, check_sla
 from durable.core.tasks import (
     TASK_KINDS,
     MapTask,
@@ -96,6 +98,8 @@ class _EncodedWorkflow(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     on_assets: tuple[str, ...] = ()
     description: str = ""
     source: str = ""
+    notify: tuple[NotifyRule, ...] = ()
+    sla: Sla | None = None
 
 
 def _encoded_task(t: TaskSpec) -> _EncodedTask:
@@ -128,6 +132,10 @@ class WorkflowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     """Run whenever one of these assets is updated (data-aware trigger)."""
     description: str = ""
     source: str = ""
+    notify: tuple[NotifyRule, ...] = ()
+    """Who is told what, and how (:mod:`durable.core.notify`)."""
+    sla: Sla | None = None
+    """When runs are expected done, and how fresh assets must be (:mod:`durable.core.sla`)."""
 
     @property
     def version(self) -> str:
@@ -253,6 +261,16 @@ def validate(spec: WorkflowSpec) -> WorkflowSpec:
                 f"kafka trigger on {rule.topic!r} fills unknown param {bad[0]!r}",
                 hint=f"declared params: {', '.join(spec.params) or '(none)'}",
             )
+    for i, notify_rule in enumerate(spec.notify):
+        try:
+            check_rule(notify_rule, f"notify[{i}]", spec.params)
+        except RuleError as exc:
+            raise DefinitionError(where, exc.problem, hint=exc.hint) from None
+    if spec.sla is not None:
+        try:
+            check_sla(spec.sla)
+        except SlaError as exc:
+            raise DefinitionError(where, exc.problem, hint=exc.hint) from None
     if spec.max_active_runs is not None and spec.max_active_runs < 1:
         raise DefinitionError(where, f"max_active_runs must be >= 1, not {spec.max_active_runs}")
     ordered = _topological(where, spec.tasks)
@@ -389,7 +407,15 @@ def diff_specs(old: WorkflowSpec, new: WorkflowSpec) -> list[str]:
         for key in sorted(set(before) | set(after)):
             if before.get(key) != after.get(key):
                 lines.append(f"~ task {name}.{key}: {before.get(key)!r} -> {after.get(key)!r}")
-    for field in ("params", "max_active_runs", "max_duration", "schedule", "description"):
+    for field in (
+        "params",
+        "max_active_runs",
+        "max_duration",
+        "schedule",
+        "description",
+        "notify",
+        "sla",
+    ):
         x, y = msgspec.to_builtins(getattr(old, field)), msgspec.to_builtins(getattr(new, field))
         if x != y:
             lines.append(f"~ {field}: {x!r} -> {y!r}")

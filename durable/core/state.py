@@ -88,6 +88,11 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     last_seq: int = 0
+    sla_missed: tuple[str, ...] = ()
+    """The keys of the SLA misses recorded (``finish_by``, ``max_duration``, …): each once."""
+    incidents: tuple[str, ...] = ()
+    """The rules (``w0``, ``g1``) whose PagerDuty incident for this run is open: the run's
+    success resolves them."""
 
     @property
     def is_terminal(self) -> bool:

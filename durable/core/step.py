@@ -8,6 +8,10 @@ then the rules of :mod:`durable.core.rules` run pass after pass until one decide
 nothing (a start schedules tasks, a fan-out schedules children, the last child finishes
 its map…); last, scheduled attempts start within the free slots.
 
+Each event a notification rule answers (the run's end, a task's final failure) is
+followed by its ``notification_requested`` (:func:`durable.core.notify.with_notifications`),
+so the outbox commits with its cause.
+
 Pure: no I/O, no clock, no randomness. The same arguments give the same events, and an
 input already answered (a redelivered result, a command in effect) gives none.
 """
@@ -32,12 +36,14 @@ from durable.core.commands import (
 from durable.core.events import (
     ErrorInfo,
     Event,
+    NotifyRule,
     Recorded,
     TaskFailed,
     TaskRetryScheduled,
     TaskSucceeded,
 )
 from durable.core.fold import evolve
+from durable.core.notify import keyed_rules, with_notifications
 from durable.core.retry import retry_at
 from durable.core.rules import (
     decide_pass,
@@ -125,12 +131,19 @@ Input: TypeAlias = (
 
 
 def step(
-    state: RunState, spec: WorkflowSpec, inputs: Sequence[Input], now: datetime
+    state: RunState,
+    spec: WorkflowSpec,
+    inputs: Sequence[Input],
+    now: datetime,
+    *,
+    notify: Sequence[NotifyRule] = (),
 ) -> list[Event]:
     """Every event that follows from ``inputs`` at ``now``, in the order to append them.
 
+    ``notify``: the global notification rules, answered after the workflow's own.
     Raises :class:`CommandRejected` for a command that cannot apply.
     """
+    before = state
     free = 0
     executor: str | None = None
     events: list[Event] = []
@@ -150,6 +163,8 @@ def step(
         state = _applied(state, decided, now)
         events += decided
     events += start_within_slots(state, now, free, executor)
+    if spec.notify or notify:
+        events = with_notifications(before, state, events, keyed_rules(spec.notify, notify))
     return events
 
 

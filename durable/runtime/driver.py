@@ -26,6 +26,7 @@ from durable.core.errors import (
 from durable.core.events import (
     ErrorInfo,
     Event,
+    Recorded,
     RunCancelled,
     TaskStarted,
     backfill_stream,
@@ -48,6 +49,7 @@ from durable.core.tasks import SqlTask
 from durable.runtime.attempts import AttemptResult, run_attempt, task_context
 from durable.runtime.logs import LiveLog
 from durable.runtime.tasks import sql as sql_task
+from durable.telemetry import RunCounter
 from durable.workflows.context import TaskContext, TaskLog
 from durable.workflows.loader import LoadedWorkflow
 
@@ -77,6 +79,7 @@ class RunDriver:
         self.started_before_heartbeat = False
         self._stop: str | None = None  # "shutdown" | "lost"
         self._task: asyncio.Task[None] | None = None
+        self.counter: RunCounter | None = None  # counts what it appends (None: no metrics)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._main(), name=f"durable-run-{self.run_id}")
@@ -130,6 +133,7 @@ class RunDriver:
         self.loaded = self.ex.registry.version(self.state.workflow, self.state.version)
         if self.loaded is None:
             return  # claimed by mistake: another executor has this version
+        self.counter = self.ex.telemetry.runs.counter(self.spec) if self.ex.telemetry else None
         if self.state.status == "pending" and not await self._may_start():
             return  # queued (slots taken, backfill paused): claimed again later
         claimed: list[Input] = [AttemptsLost()]  # whoever ran its attempts is gone
@@ -213,7 +217,7 @@ class RunDriver:
             return not inputs
         slots = SlotsAvailable(free=self._held + self.ex.slots.free, executor=self.ex.id)
         now = self.ex.clock()
-        events = step(self.state, self.spec, [*inputs, slots], now)
+        events = step(self.state, self.spec, [*inputs, slots], now, notify=self.ex.registry.notify)
         starts = [e for e in events if isinstance(e, TaskStarted)]
         self._take_slots(len(starts))
         appended = False
@@ -288,10 +292,18 @@ class RunDriver:
         except StoreUnavailable as exc:
             await self._recover(exc)  # the append may have committed: the log will say
             return False
-        for r in recorded:
+        self._evolve(recorded, appended=True)
+        return True
+
+    def _evolve(self, records: Sequence[Recorded], *, appended: bool) -> None:
+        """Fold ``records`` in and count them (``appended`` by this driver, or read)."""
+        assert self.state is not None
+        count = self.counter and (self.counter.record if appended else self.counter.seen)
+        for r in records:
+            if count:
+                count(self.state, r)
             self.state = evolve(self.state, r)
         self._after_change()
-        return True
 
     async def _refresh(self) -> None:
         assert self.state is not None
@@ -300,9 +312,7 @@ class RunDriver:
         except StoreUnavailable as exc:
             await self._recover(exc)
             return
-        for r in records:
-            self.state = evolve(self.state, r)
-        self._after_change()
+        self._evolve(records, appended=False)
 
     async def _recover(self, exc: StoreUnavailable) -> None:
         """PostgreSQL went away mid-call: wait (with the executor's backoff, reporting to
@@ -321,9 +331,8 @@ class RunDriver:
                 outage.failed(again)
                 continue
             outage.ok()
-            for r in records:
-                self.state = evolve(self.state, r)
-            self._after_change()
+            # only "seen", not "appended": after a takeover they may be another executor's
+            self._evolve(records, appended=False)
             # a start that committed without our hearing it: running in the log, run by
             # nobody here — a lost attempt, retried like one after a takeover
             orphans = tuple(
@@ -361,6 +370,8 @@ class RunDriver:
         live = self.ex.logs.open(self.run_id, name, generation, attempt)
         ctx = self._context(name, generation, attempt, live.log)
         result = AttemptResult(task=name, generation=generation, attempt=attempt, log=live)
+        if self.counter:
+            self.counter.began()
         try:
             if isinstance(spec, SqlTask) and spec.transactional:
                 self._in_tx.add(name)  # between here and its commit, no attempt runs it
@@ -381,6 +392,8 @@ class RunDriver:
                 await live.close()
             self.inbox.put_nowait(result)
         finally:
+            if self.counter:
+                self.counter.ended()
             self.ex.slots.give()
             if self.attempts.get(name) is asyncio.current_task():
                 del self.attempts[name]
@@ -480,8 +493,7 @@ class RunDriver:
                     type=type(exc).__name__, message=str(exc), retryable=exc.retryable
                 )
             else:
-                for r in recorded:
-                    self.state = evolve(self.state, r)
+                self._evolve(recorded, appended=True)
                 return
             await live.close()
             await self._record_result(result)

@@ -25,6 +25,7 @@ from durable.runtime.logs import LogWriter
 from durable.runtime.outage import Outage
 from durable.runtime.tasks import Resources
 from durable.store.base import EventStore, Watch
+from durable.telemetry import Telemetry
 from durable.workflows.context import DEFAULT_LOG_MAX_BYTES
 from durable.workflows.loader import WorkflowRegistry
 
@@ -94,9 +95,10 @@ class Executor:
         poll_interval: float = 1.0,
         clock: Callable[[], datetime] = _utcnow,
         task_log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """``task_log_max_bytes``: each attempt's log cap (message text); past it, lines
-        are counted and dropped."""
+        are counted and dropped. ``telemetry``: the process's metrics (None: not counted)."""
         self.store = store
         self.registry = registry
         self.id = executor_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -116,6 +118,9 @@ class Executor:
         self.wakeups = Outage("PostgreSQL wake-ups (LISTEN)", log)
         self.logs = LogWriter(store.logs, max_bytes=task_log_max_bytes, outage=self.database)
         """Writes task attempts' logs while they run."""
+        self.telemetry = telemetry
+        if telemetry is not None:
+            telemetry.executors.watch(lambda: len(self.drivers))
 
     @property
     def listening(self) -> bool:

@@ -32,6 +32,7 @@ from durable.store.rows import (
 )
 
 __all__ = [
+    "CommitObserver",
     "EventLog",
     "EventStore",
     "KafkaOutcome",
@@ -118,6 +119,13 @@ class EventLog(Protocol):
 
     async def require_stream(self, stream_id: str) -> list[Recorded]:
         """The whole stream; :class:`~durable.core.errors.StreamNotFound` when it has no events."""
+        ...
+
+    async def notification_events(
+        self, after_position: int = 0, limit: int = 1000
+    ) -> list[Recorded]:
+        """The notification outbox's events (requested, sent, failed) of every stream
+        with position > ``after_position``, in commit order (an index holds only them)."""
         ...
 
     async def stream_ids(self, prefix: str, limit: int = 100) -> list[str]:
@@ -381,6 +389,16 @@ class Leadership(Protocol):
         ...
 
 
+class CommitObserver(Protocol):
+    """Told of every committed batch of appends (telemetry hooks in here: the store
+    imports no telemetry library). Called on the event loop: it must be quick."""
+
+    def committed(self, appends: int, events: int, seconds: float, waited: float) -> None:
+        """A batch of ``appends`` appends (``events`` events) committed; its statement took
+        ``seconds``; its oldest append ``waited`` seconds from submission to commit."""
+        ...
+
+
 TransactionBody = Callable[[Any], Awaitable[Sequence[Event]]]
 """Runs inside the store's transaction with its connection; returns the events to append
 in that same transaction."""
@@ -438,6 +456,10 @@ class EventStore(EventLog, RunsView, Protocol):
 
     async def metrics_counts(self) -> MetricsCounts:
         """What ``/metrics`` reports from the store."""
+        ...
+
+    def observe_commits(self, observer: CommitObserver | None) -> None:
+        """Tell ``observer`` of each batch of appends committed from now on (None: stop)."""
         ...
 
     async def close(self) -> None: ...

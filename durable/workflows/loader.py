@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from durable.core.events import NotifyRule
 from durable.core.spec import DefinitionError, WorkflowSpec
 from durable.core.tasks import MapTask, PythonTask, SwitchTask
 from durable.workflows.python import Workflow
@@ -46,11 +47,16 @@ class LoadedWorkflow:
 
 
 class WorkflowRegistry:
-    """Workflows by name, and every loaded version by (name, version)."""
+    """Workflows by name, and every loaded version by (name, version).
 
-    def __init__(self) -> None:
+    ``notify``: the global notification rules (``notifications.yaml``), answered for
+    every workflow after its own.
+    """
+
+    def __init__(self, notify: tuple[NotifyRule, ...] = ()) -> None:
         self._by_name: dict[str, LoadedWorkflow] = {}
         self._by_version: dict[tuple[str, str], LoadedWorkflow] = {}
+        self.notify = notify
 
     def add(self, loaded: LoadedWorkflow) -> None:
         spec = loaded.spec

@@ -21,11 +21,14 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
-from durable.core.events import TriggerRule
+import msgspec
+
+from durable.core.events import NotifyRule, TriggerRule
 from durable.core.kafka import KafkaTrigger
 from durable.core.retry import RetryPolicy
 from durable.core.s3 import S3Trigger, WebhookTrigger
 from durable.core.schedule import Schedule
+from durable.core.sla import Sla
 from durable.core.spec import DefinitionError, ParamSpec, WorkflowSpec, validate
 from durable.core.tasks import TaskDefinitionError, TaskSpec, task_spec
 
@@ -79,8 +82,16 @@ class Workflow:
         webhook: WebhookTrigger | None = None,
         on_assets: list[str] | None = None,
         description: str = "",
+        notify: list[NotifyRule] | None = None,
+        sla: Sla | None = None,
     ) -> None:
+        """``notify``: who is told what (:func:`~durable.Email`, :func:`~durable.Slack`,
+        :func:`~durable.Webhook`, :func:`~durable.PagerDuty`); ``sla``: when runs are
+        expected done and how fresh assets must be (:class:`~durable.Sla`)."""
         self.name = name
+        self.notify = tuple(notify or ())
+        # as YAML reads it (seconds as floats): the same SLA gives the same version
+        self.sla = msgspec.convert(msgspec.to_builtins(sla), Sla) if sla is not None else None
         self.schedule = schedule
         self.kafka = tuple(kafka or ())
         self.s3 = tuple(s3 or ())
@@ -380,6 +391,8 @@ class Workflow:
                 on_assets=self.on_assets,
                 description=self.description,
                 source=self.source,
+                notify=self.notify,
+                sla=self.sla,
             )
         )
 

@@ -23,11 +23,13 @@ import msgspec
 import yaml
 
 from durable.core.kafka import KafkaTrigger
+from durable.core.notify import RuleError, check_rule
 from durable.core.retry import RetryPolicy
 from durable.core.s3 import S3Trigger, WebhookTrigger
 from durable.core.schedule import Schedule
 from durable.core.spec import DefinitionError, ParamSpec, WorkflowSpec, validate
 from durable.core.tasks import TASK_KINDS, TaskDefinitionError, TaskSpec, task_spec
+from durable.workflows.notify import rule_from_yaml, rule_to_yaml, sla_from_yaml
 
 __all__ = ["load_yaml_spec", "spec_to_yaml"]
 
@@ -70,6 +72,8 @@ _TOP = {
     "webhook",
     "on_assets",
     "tasks",
+    "notify",
+    "sla",
 }
 
 
@@ -162,8 +166,26 @@ def load_yaml_spec(path: Path) -> WorkflowSpec:
             raise DefinitionError(
                 at, f"webhook: {exc}", hint="webhook: {secret_env: NAME}"
             ) from None
+    notify_doc = doc.get("notify") or []
+    if not isinstance(notify_doc, list):
+        raise DefinitionError(at, "notify: expected a list of rules", hint="notify: [{slack: URL}]")
+    notify = []
+    for i, item in enumerate(notify_doc):
+        rule = rule_from_yaml(item, _at(path, item), f"notify[{i}]")
+        try:
+            check_rule(
+                rule, f"notify[{i}]", [k for k in doc.get("params") or {} if k != "__line__"]
+            )
+        except RuleError as exc:
+            raise DefinitionError(_at(path, item), exc.problem, hint=exc.hint) from None
+        notify.append(rule)
+    sla = None
+    if doc.get("sla") is not None:
+        sla = sla_from_yaml(doc["sla"], _at(path, doc["sla"]))
     try:
         spec = WorkflowSpec(
+            notify=tuple(notify),
+            sla=sla,
             on_assets=tuple(doc.get("on_assets") or ()),
             webhook=webhook,
             s3=s3,
@@ -303,6 +325,10 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
         doc["webhook"] = msgspec.to_builtins(spec.webhook)
     if spec.on_assets:
         doc["on_assets"] = list(spec.on_assets)
+    if spec.notify:
+        doc["notify"] = [rule_to_yaml(r) for r in spec.notify]
+    if spec.sla is not None:
+        doc["sla"] = msgspec.to_builtins(spec.sla)
     tasks: dict[str, Any] = {}
     for t in spec.tasks:
         body: dict[str, Any] = {}

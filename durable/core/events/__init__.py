@@ -9,6 +9,10 @@ each with its own union of events, and each fold reads only its own:
 - a backfill (``backfill:{backfill_id}``): :data:`BackfillEvent`, in
   :mod:`~durable.core.events.backfill`
 
+The notification outbox (``notification_requested``, ``notification_sent``,
+``notification_failed``) and ``sla_missed``, in :mod:`~durable.core.events.notify`, may
+be in a run's stream and (the outbox) in a backfill's.
+
 :data:`Event` is the union of all three: the store and the codec
 (:class:`EventRegistry`, in :mod:`~durable.core.events.codec`) deal in it, and
 :func:`stream_kind` says which union a stream holds. Events are frozen, keyword-only
@@ -24,6 +28,7 @@ from durable.core.events.backfill import (
     BACKFILL_EVENT_TYPES,
     BackfillCancelled,
     BackfillEvent,
+    BackfillFinished,
     BackfillPaused,
     BackfillRequested,
     BackfillResumed,
@@ -41,6 +46,19 @@ from durable.core.events.envelope import (
     run_event,
     schedule_event,
     stream_kind,
+)
+from durable.core.events.notify import (
+    NOTIFICATION_EVENT_TYPES,
+    NOTIFY_ON,
+    ChannelKind,
+    NotificationEvent,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
+    NotifyOn,
+    NotifyRule,
+    SlaKind,
+    SlaMissed,
 )
 from durable.core.events.run import (
     RUN_EVENT_TYPES,
@@ -76,19 +94,29 @@ from durable.core.events.values import ErrorInfo, EventBase, TaskNode, Trigger, 
 __all__ = [
     "BACKFILL_EVENT_TYPES",
     "EVENT_TYPES",
+    "NOTIFICATION_EVENT_TYPES",
+    "NOTIFY_ON",
     "REGISTRY",
     "RUN_EVENT_TYPES",
     "SCHEDULE_EVENT_TYPES",
     "STREAM_KINDS",
     "BackfillCancelled",
     "BackfillEvent",
+    "BackfillFinished",
     "BackfillPaused",
     "BackfillRequested",
     "BackfillResumed",
+    "ChannelKind",
     "ErrorInfo",
     "Event",
     "EventBase",
     "EventRegistry",
+    "NotificationEvent",
+    "NotificationFailed",
+    "NotificationRequested",
+    "NotificationSent",
+    "NotifyOn",
+    "NotifyRule",
     "Recorded",
     "RerunQueued",
     "RerunRequested",
@@ -103,6 +131,8 @@ __all__ = [
     "ScheduleEvent",
     "SchedulePaused",
     "ScheduleResumed",
+    "SlaKind",
+    "SlaMissed",
     "StreamKind",
     "TaskCancelled",
     "TaskFailed",

@@ -1,5 +1,5 @@
 """The events of a backfill's stream (``backfill:{backfill_id}``): the request, pause,
-resume and cancel. The backfill fold (:func:`durable.core.backfill.backfill_state`)
+resume, cancel and end, and the end's notifications. The backfill fold (:func:`durable.core.backfill.backfill_state`)
 reads only these.
 
 Pure. A tag is never renamed; a changed shape gets a version and an upcaster.
@@ -11,12 +11,14 @@ import typing
 from datetime import datetime
 from typing import Literal, TypeAlias
 
+from durable.core.events.notify import NotificationFailed, NotificationRequested, NotificationSent
 from durable.core.events.values import EventBase
 
 __all__ = [
     "BACKFILL_EVENT_TYPES",
     "BackfillCancelled",
     "BackfillEvent",
+    "BackfillFinished",
     "BackfillPaused",
     "BackfillRequested",
     "BackfillResumed",
@@ -58,7 +60,25 @@ class BackfillCancelled(EventBase, frozen=True, kw_only=True, tag="backfill_canc
     by: str | None = None
 
 
-BackfillEvent: TypeAlias = BackfillRequested | BackfillPaused | BackfillResumed | BackfillCancelled
+class BackfillFinished(EventBase, frozen=True, kw_only=True, tag="backfill_finished"):
+    """Every interval's run ended: ``status`` is ``succeeded``, or ``failed`` when any of
+    them failed or was cancelled; ``runs`` counts them by status. Recorded once, by the
+    notifier, with the notifications it causes."""
+
+    status: Literal["succeeded", "failed", "cancelled"]
+    runs: dict[str, int] = {}  # noqa: RUF012 (a Struct copies an empty default per instance)
+
+
+BackfillEvent: TypeAlias = (
+    BackfillRequested
+    | BackfillPaused
+    | BackfillResumed
+    | BackfillCancelled
+    | BackfillFinished
+    | NotificationRequested
+    | NotificationSent
+    | NotificationFailed
+)
 """Every event a backfill's stream may hold."""
 
 BACKFILL_EVENT_TYPES: tuple[type[BackfillEvent], ...] = typing.get_args(BackfillEvent)

@@ -39,7 +39,10 @@ __all__ = [
 ]
 
 Event: TypeAlias = RunEvent | ScheduleEvent | BackfillEvent
-"""Every event durable stores, whatever its stream (the store's and the codec's union)."""
+"""Every event durable stores, whatever its stream (the store's and the codec's union).
+
+The notification outbox's events are in both a run's and a backfill's union: here they
+count once, where a run's union has them."""
 
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(Event)
 

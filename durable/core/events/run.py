@@ -1,5 +1,6 @@
 """The events of a run's stream (``run:{run_id}``): its creation, its tasks' attempts,
-its end, pause and resume, and partial reruns. The run fold
+its end, pause and resume, partial reruns, and its notifications and SLA misses
+(:mod:`~durable.core.events.notify`). The run fold
 (:func:`durable.core.fold.evolve`) reads only these.
 
 Pure. A tag is never renamed; a changed shape gets a version and an upcaster
@@ -12,6 +13,12 @@ import typing
 from datetime import datetime
 from typing import Any, TypeAlias
 
+from durable.core.events.notify import (
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
+    SlaMissed,
+)
 from durable.core.events.values import ErrorInfo, EventBase, TaskNode, Trigger
 
 __all__ = [
@@ -213,7 +220,12 @@ RunEvent: TypeAlias = (
     | RunResumed
     | RerunRequested
     | RerunQueued
+    | NotificationRequested
+    | NotificationSent
+    | NotificationFailed
+    | SlaMissed
 )
-"""Every event a run's stream may hold."""
+"""Every event a run's stream may hold (the notification outbox's and ``sla_missed`` too:
+they never change what the run does)."""
 
 RUN_EVENT_TYPES: tuple[type[RunEvent], ...] = typing.get_args(RunEvent)

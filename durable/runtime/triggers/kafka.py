@@ -63,6 +63,7 @@ from durable.runtime.triggers.kafka_outage import (
 )
 from durable.store.base import EventStore
 from durable.store.rows import NewDeadLetter
+from durable.telemetry import KafkaMetrics
 from durable.workflows.loader import WorkflowRegistry
 
 __all__ = ["KafkaTriggerService"]
@@ -87,8 +88,11 @@ class KafkaTriggerService:
         group_id: str = "durable",
         max_records: int = 1000,
         reconnect_max: float = 10.0,
+        metrics: KafkaMetrics | None = None,
     ) -> None:
+        """``metrics``: where consumption, dead letters and lag are counted (None: not)."""
         self.store = store
+        self.metrics = metrics
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.max_records = max_records
@@ -195,8 +199,21 @@ class KafkaTriggerService:
                 batch = await self._verified(consumer, batch)
                 if batch:
                     offsets = await self.process(batch)
+                if self.metrics is not None:
+                    self._observe_lag(consumer)
             if offsets:
                 await self._commit(consumer, offsets)
+
+    def _observe_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Each assigned partition's lag: its high watermark (from the last fetch, no
+        request) past the next offset recorded."""
+        assert self.metrics is not None
+        lags: dict[tuple[str, int], int] = {}
+        for tp in consumer.assignment():
+            part, high = self._parts.get(tp), consumer.highwater(tp)
+            if part is not None and part.expected is not None and high is not None:
+                lags[(tp.topic, tp.partition)] = max(0, high - part.expected)
+        self.metrics.lag(lags)
 
     async def _check_back(self, consumer: AIOKafkaConsumer, got_records: bool) -> None:
         """During an outage: is the broker back? Then re-check every partition's log."""
@@ -402,12 +419,19 @@ class KafkaTriggerService:
             {(tp.topic, tp.partition): n for tp, n in offsets.items()},
             {(tp.topic, tp.partition): fp for tp, (_, fp) in lasts.items()},
         )
+        refused: list[NewDeadLetter] = []  # a producer's key reused: dead letters too
         for (created, letter), result in zip(runs, recorded, strict=True):
             if isinstance(result, IdempotencyConflict):
                 if letter is not None:
                     log.warning("kafka: %s; dead-lettered", result)
+                    refused.append(letter)
                 else:
                     log.debug("kafka: %s (%s)", result, created.trigger.source)
+        if self.metrics is not None:
+            for tp, records in batch.items():
+                self.metrics.consumed(self.group_id, tp.topic, len(records))
+            for letter in [*dead, *refused]:
+                self.metrics.dead_lettered(self.group_id, letter.topic, letter.workflow or "")
         for tp, last in lasts.items():
             part = self._parts.setdefault(tp, PartitionLog())
             part.expected, part.last = last[0] + 1, last

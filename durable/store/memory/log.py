@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,11 +22,18 @@ from durable.core.errors import (
     StoreError,
     StreamNotFound,
 )
-from durable.core.events import REGISTRY, Event, EventRegistry, Recorded, RunCreated
+from durable.core.events import (
+    NOTIFICATION_EVENT_TYPES,
+    REGISTRY,
+    Event,
+    EventRegistry,
+    Recorded,
+    RunCreated,
+)
 from durable.core.fold import fold
 from durable.core.runs_view import RunRow, apply_delta, delta_of, row_from_created, row_from_state
 from durable.core.state import TERMINAL_RUN
-from durable.store.base import Progress, RunFilter, TransactionBody
+from durable.store.base import CommitObserver, Progress, RunFilter, TransactionBody
 from durable.store.codec import check_append, check_stream_id, encode_event
 from durable.store.memory.tables import (
     MemoryLeadership,
@@ -39,6 +47,8 @@ from durable.store.memory.tables import (
 from durable.store.rows import MetricsCounts
 
 __all__ = ["MemoryEventStore"]
+
+_NOTIFICATIONS = NOTIFICATION_EVENT_TYPES
 
 
 def _utcnow() -> datetime:
@@ -65,6 +75,7 @@ class MemoryEventStore:
         self.wakeups = MemoryWakeUps()
         self.leadership = MemoryLeadership()
         self.lease_table: dict[str, tuple[str, datetime, bool]] = {}  # run: owner, expiry, slot
+        self._observer: CommitObserver | None = None
 
     def now(self) -> datetime:
         return self._clock()
@@ -76,11 +87,15 @@ class MemoryEventStore:
     async def append(
         self, stream_id: str, expected_seq: int, events: Sequence[Event]
     ) -> list[Recorded]:
+        began = time.perf_counter()
         check_append(stream_id, expected_seq, events)
         for e in events:
             encode_event(self._registry, stream_id, e)  # the same validation as PostgreSQL
         self.check_free(stream_id, expected_seq, events)
         recorded = self.write(stream_id, expected_seq, events)
+        if self._observer is not None:  # each append is its own "batch" here
+            took = time.perf_counter() - began
+            self._observer.committed(1, len(recorded), took, took)
         async with self._changed:
             self._changed.notify_all()
         if isinstance(events[0], RunCreated):
@@ -183,6 +198,13 @@ class MemoryEventStore:
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Recorded]:
         start = bisect.bisect_right([r.position for r in self._log], after_position)
         return self._log[start : start + limit]
+
+    async def notification_events(
+        self, after_position: int = 0, limit: int = 1000
+    ) -> list[Recorded]:
+        start = bisect.bisect_right([r.position for r in self._log], after_position)
+        found = [r for r in self._log[start:] if isinstance(r.event, _NOTIFICATIONS)]
+        return found[:limit]
 
     async def last_position(self) -> int:
         return len(self._log)
@@ -293,6 +315,9 @@ class MemoryEventStore:
             dead_letters=len(self.tracking.letters),
             live_leases=sum(1 for _, expiry, _ in self.lease_table.values() if expiry > now),
         )
+
+    def observe_commits(self, observer: CommitObserver | None) -> None:
+        self._observer = observer
 
     async def close(self) -> None:
         return None

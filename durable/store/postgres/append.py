@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,6 +23,7 @@ import msgspec
 from durable.core.errors import ConcurrencyConflict, DuplicateRun, StoreUnavailable
 from durable.core.events import Event, Recorded, RunCreated
 from durable.core.runs_view import RunRow, delta_of
+from durable.store.base import CommitObserver
 from durable.store.postgres.connection import CONNECTION_ERRORS
 
 __all__ = [
@@ -137,7 +139,7 @@ EVENT_COLUMNS = "stream_id, seq, position, recorded_at, type, version, data"
 
 
 class Append:
-    __slots__ = ("created", "encoded", "events", "expected", "future", "stream_id")
+    __slots__ = ("created", "encoded", "events", "expected", "future", "stream_id", "submitted")
 
     def __init__(
         self,
@@ -152,6 +154,7 @@ class Append:
         self.events = events
         self.encoded = encoded
         self.future = future
+        self.submitted = time.perf_counter()
         first = events[0]
         self.created = first if isinstance(first, RunCreated) else None
 
@@ -172,6 +175,8 @@ class GroupCommit:
         self._inflight = asyncio.Semaphore(max_inflight_batches)
         self._commits: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.observer: CommitObserver | None = None
+        """Told of each committed batch (telemetry)."""
 
     def submit(self, item: Append) -> None:
         self._queue.append(item)
@@ -234,7 +239,9 @@ class GroupCommit:
             return
         try:
             async with self._pool.acquire() as conn:
+                began = time.perf_counter()
                 outcomes = await write_batch(conn, batch)
+                took = time.perf_counter() - began
         except CONNECTION_ERRORS as exc:
             error = StoreUnavailable(
                 f"PostgreSQL unavailable, the append may or may not have committed: {exc}"
@@ -253,6 +260,15 @@ class GroupCommit:
             return
         for item, outcome in zip(batch, outcomes, strict=True):
             _settle(item.future, outcome)
+        if self.observer is not None:  # the appends that committed (not the rejected)
+            written = [(i, o) for i, o in zip(batch, outcomes, strict=True) if type(o) is list]
+            if written:
+                self.observer.committed(
+                    len(written),
+                    sum(len(o) for _, o in written),
+                    took,
+                    began + took - min(i.submitted for i, _ in written),
+                )
 
 
 async def write_batch(

@@ -25,7 +25,7 @@ from durable.core.errors import (
 from durable.core.events import REGISTRY, Event, EventRegistry, Recorded
 from durable.core.fold import fold
 from durable.core.runs_view import RunRow, row_from_state
-from durable.store.base import Progress, RunFilter, TransactionBody
+from durable.store.base import CommitObserver, Progress, RunFilter, TransactionBody
 from durable.store.codec import check_append, check_stream_id, encode_event
 from durable.store.postgres.append import (
     APPEND_LOCK,
@@ -215,6 +215,20 @@ class PostgresEventStore:
             )
         )
 
+    async def notification_events(
+        self, after_position: int = 0, limit: int = 1000
+    ) -> list[Recorded]:
+        # the predicate is the partial index's (0011), word for word: the index answers
+        return self._recorded(
+            await self._fetch(
+                f"SELECT {EVENT_COLUMNS} FROM durable.events "
+                "WHERE type IN ('notification_requested', 'notification_sent', "
+                "'notification_failed') AND position > $1 ORDER BY position LIMIT $2",
+                after_position,
+                limit,
+            )
+        )
+
     async def require_stream(self, stream_id: str) -> list[Recorded]:
         records = await self.read_stream(stream_id)
         if not records:
@@ -320,12 +334,18 @@ class PostgresEventStore:
         if f.before is not None:
             given("(created_at, run_id) < ({}, {}::text)", f.before[0], f.before[1])
         args.append(f.limit)
-        rows = await self._fetch(
+        sql = (
             f"SELECT {RUN_COLUMNS} FROM durable.runs "
             + (f"WHERE {' AND '.join(where)} " if where else "")
-            + f"ORDER BY created_at DESC, run_id DESC LIMIT ${len(args)}",
-            *args,
+            + f"ORDER BY created_at DESC, run_id DESC LIMIT ${len(args)}"
         )
+        # Planned for the values given, every time: a cached generic plan assumes an
+        # average status, and pages "the latest failed runs" of a workflow that never
+        # failed by walking all its runs (90 ms at 100,000 runs, against 0.1 ms).
+        with translated("reading"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                rows = await conn.fetch(sql, *args)
         return [run_row(r) for r in rows]
 
     async def runs_by_keys(self, keys: Sequence[str]) -> dict[str, RunRow]:
@@ -418,6 +438,9 @@ class PostgresEventStore:
             dead_letters=int(dead),
             live_leases=int(leases),
         )
+
+    def observe_commits(self, observer: CommitObserver | None) -> None:
+        self._group.observer = observer
 
     # -- plumbing ---------------------------------------------------------------------
 
