@@ -12,9 +12,14 @@ from hypothesis import given
 
 from durable.core.events import (
     Event,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
+    NotifyRule,
     Recorded,
     RunStarted,
     RunSucceeded,
+    SlaMissed,
     Trigger,
     stream_kind,
 )
@@ -30,7 +35,7 @@ from durable.core.trace import (
     run_trace_id,
     trace_of,
 )
-from tests.histories import created, failed_run, recorded, succeeded_run, task_ok
+from tests.histories import T0, created, failed_run, recorded, succeeded_run, task_ok
 from tests.test_fold_properties import SETTINGS, histories
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -237,6 +242,50 @@ def test_a_run_going_on_has_open_spans() -> None:
     assert [s.end is None for s in built.attempts] == [False, True]
     done = _trace(recorded("r", [*events, *task_ok("load")[2:], RunSucceeded()]))
     assert done.attempts[0] == built.attempts[0]  # an ended span never changes
+
+
+def test_sla_misses_and_notifications_are_events_of_the_run_span() -> None:
+    events = failed_run("r")
+    slack = NotifyRule(channel="slack", target="${SLACK_WEBHOOK_URL}")
+    events[-1:-1] = [
+        SlaMissed(key="max_duration", sla="max_duration", workflow="daily_sales", deadline=T0)
+    ]
+    events += [
+        NotificationRequested(
+            notification_id="run:r:27:w0", on="run_failed", rule="w0", channel=slack
+        ),
+        NotificationRequested(
+            notification_id="run:r:27:w1", on="run_failed", rule="w1", channel=slack
+        ),
+        NotificationSent(notification_id="run:r:27:w0", attempts=2),
+        NotificationFailed(notification_id="run:r:27:w1", attempts=5, reason="503 from Slack"),
+    ]
+    records = recorded("r", events)
+    built = _trace(records)
+    _well_formed(records, built)
+    run = built.run
+    assert run.end == records[-5].recorded_at  # the run's end, not its notifications'
+    assert _event(run, "sla_missed") == {
+        "durable.sla": "max_duration",
+        "durable.sla.key": "max_duration",
+        "durable.sla.deadline": "2026-11-21T02:00:00+00:00",
+    }
+    assert [e.name for e in run.events][-4:] == [
+        "notification_requested",
+        "notification_requested",
+        "notification_sent",
+        "notification_failed",
+    ]
+    assert run.events[-4].attributes == {
+        "durable.notification.id": "run:r:27:w0",
+        "durable.notification.on": "run_failed",
+        "durable.notification.channel": "slack",
+    }
+    assert _event(run, "notification_failed") == {
+        "durable.reason": "503 from Slack",
+        "durable.notification.id": "run:r:27:w1",
+        "durable.notification.attempts": 5,
+    }
 
 
 # -- the golden histories --------------------------------------------------------------------

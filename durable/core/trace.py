@@ -20,8 +20,9 @@ it then ends at the rerun's end, and carries a ``rerun`` event). Each attempt
 started, its scheduling) to its outcome; a map task's items are children of the map's
 span. What happened to the run is recorded as events on its span: ``run_started``,
 ``attempt_lost`` (the executor running it went away), ``takeover`` (another executor
-carried on), ``paused``/``resumed``, ``rerun_queued``/``rerun``, and the ends that a rerun
-reopened. Attribute names follow the OpenTelemetry semantic conventions where one exists
+carried on), ``paused``/``resumed``, ``rerun_queued``/``rerun``, the ends that a rerun
+reopened, ``sla_missed``, and its notifications (``notification_requested``, ``_sent``,
+``_failed``). Attribute names follow the OpenTelemetry semantic conventions where one exists
 (``error.type``, the ``exception`` event); the rest are namespaced ``durable.*``.
 """
 
@@ -30,13 +31,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, assert_never
 
 import msgspec
 
 from durable.core.attempts_view import Attempt, attempts_of
 from durable.core.events import (
     ErrorInfo,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSent,
     Recorded,
     RerunQueued,
     RerunRequested,
@@ -47,6 +51,7 @@ from durable.core.events import (
     RunResumed,
     RunStarted,
     RunSucceeded,
+    SlaMissed,
     TaskCancelled,
     TaskFailed,
     TaskMapped,
@@ -284,8 +289,32 @@ class _Walk:
                 self.ends.append(
                     (seq, SpanEvent(name=f"run_{self.status}", at=at, attributes=attrs))
                 )
+            case SlaMissed():
+                sla = {"sla.key": event.key, "sla.deadline": event.deadline.isoformat()}
+                self._event("sla_missed", at, sla=event.sla, detail=event.detail, **sla)
+            case NotificationRequested():
+                self._event(
+                    "notification_requested",
+                    at,
+                    **{
+                        "notification.id": event.notification_id,
+                        "notification.on": event.on,
+                        "notification.channel": event.channel.channel,
+                    },
+                )
+            case NotificationSent() | NotificationFailed():
+                delivery: dict[str, AttributeValue | None] = {
+                    "notification.id": event.notification_id,
+                    "notification.attempts": event.attempts,
+                }
+                if isinstance(event, NotificationFailed):
+                    self._event("notification_failed", at, reason=event.reason, **delivery)
+                else:
+                    self._event("notification_sent", at, **delivery)
             case RunCreated() | TaskSkipped():
                 pass
+            case _:
+                assert_never(event)
 
     def _ended(self, task: str, seq: int) -> _Key | None:
         key = self.open.pop(task, None)
