@@ -165,6 +165,9 @@ def up(
     database."""
     registry = load(workflows_path)
     listen = None if no_http else http_endpoint(http_address)
+    from durable.runtime import tracing  # the OpenTelemetry SDK: only `durable up` needs it
+
+    traces = tracing.traces_config(os.environ)  # None: no OTEL_* endpoint, no tracing
     base_url = configure_notifications(registry, notifications_path, listen)
 
     async def go(store: EventStore) -> None:
@@ -202,6 +205,11 @@ def up(
         click.echo(
             f"durable up: executor {executor.id} on {ctx.description}; workflows: {names}", err=True
         )
+        exporting = None
+        if traces is not None:  # first: the first start exports what ends from now on
+            exporter = tracing.TraceService(store, traces, database=executor.database)
+            exporting = asyncio.create_task(exporter.run(stop))
+            click.echo(f"durable up: exporting traces to {traces.endpoint} (OTLP)", err=True)
         executing = asyncio.create_task(executor.run(stop))
         web_runner = None
         if listen is not None:
@@ -245,7 +253,15 @@ def up(
         notifying = start_notifier(
             store, registry, stop, base_url=base_url, database=executor.database
         )
-        for background in (executing, scheduling, consuming, polling, tracking, notifying):
+        for background in (
+            executing,
+            scheduling,
+            consuming,
+            polling,
+            tracking,
+            notifying,
+            exporting,
+        ):
             if background is not None:
                 await background
         if web_runner is not None:

@@ -23,6 +23,7 @@ from durable.core.spec import WorkflowSpec
 from durable.core.state import RunState
 from durable.core.step import map_items
 from durable.core.tasks import TaskSpec
+from durable.core.trace import attempt_traceparent
 from durable.runtime.logs import LiveLog
 from durable.runtime.tasks import Resources, run_task
 from durable.workflows.context import TaskContext, TaskLog
@@ -49,7 +50,7 @@ def task_context(
     attempt: int,
     task_log: TaskLog,
 ) -> TaskContext:
-    """What the attempt ``name`` sees: params, upstream outputs, its map item."""
+    """What the attempt ``name`` sees: params, upstream outputs, its map item, its span."""
     task = spec.task(name)
     trigger = state.trigger
     item: Any = None
@@ -73,6 +74,9 @@ def task_context(
         data_interval_start=trigger.data_interval_start,
         data_interval_end=trigger.data_interval_end,
         log=task_log,
+        traceparent=attempt_traceparent(
+            state.run_id, trigger.traceparent, name, generation, attempt
+        ),
     )
 
 

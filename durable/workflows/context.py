@@ -148,7 +148,9 @@ class TaskContext:
     """Passed to a task as ``ctx``: who and what this attempt is.
 
     ``idempotency_key`` (``run/task/generation``) is stable across retries of the same
-    generation: give it to the sinks a task writes to.
+    generation: give it to the sinks a task writes to. ``traceparent`` is this attempt's
+    span in its run's trace (W3C): hand it on to what the task calls, so their spans join
+    the run's trace.
     """
 
     def __init__(
@@ -167,6 +169,7 @@ class TaskContext:
         log: TaskLog,
         item: Any = None,
         index: int | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self.item = item
         """For a child of a map task: its item of the list (and ``index``, its place)."""
@@ -182,6 +185,8 @@ class TaskContext:
         self.data_interval_start = data_interval_start
         self.data_interval_end = data_interval_end
         self.log = log
+        self.traceparent = traceparent
+        """``00-{trace id}-{this attempt's span id}-{flags}``; None outside an executor."""
 
     @property
     def idempotency_key(self) -> str:

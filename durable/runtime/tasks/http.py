@@ -22,7 +22,11 @@ async def run(spec: HttpTask, ctx: TaskContext, session: aiohttp.ClientSession) 
     url: str = render(spec.url, ctx, "url")
     method: str = "GET" if spec.method is UNSET else render(spec.method, ctx, "header")
     expect = spec.expect or list(range(200, 300))
-    headers = {"Idempotency-Key": ctx.idempotency_key, **render(spec.headers or {}, ctx, "header")}
+    custom: dict[str, str] = render(spec.headers or {}, ctx, "header")
+    headers = {"Idempotency-Key": ctx.idempotency_key}
+    if ctx.traceparent and not any(k.lower() == "traceparent" for k in custom):
+        headers["traceparent"] = ctx.traceparent  # the server's spans join the run's trace
+    headers.update(custom)
     timeout = aiohttp.ClientTimeout(total=spec.timeout or 30)
     try:
         async with session.request(

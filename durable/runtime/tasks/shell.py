@@ -26,6 +26,8 @@ async def run(spec: ShellTask, ctx: TaskContext) -> Any:
     command = render(spec.command, ctx, "shell")
     env = {
         **os.environ,
+        # the attempt's span (W3C): what the command calls joins the run's trace
+        **({"TRACEPARENT": ctx.traceparent} if ctx.traceparent else {}),
         **render(spec.env or {}, ctx),
         "DURABLE_RUN_ID": ctx.run_id,
         "DURABLE_TASK": ctx.task,

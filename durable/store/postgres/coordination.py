@@ -18,7 +18,12 @@ __all__ = ["CONTROL_CHANNEL", "RUNS_CHANNEL", "PgLead", "PgLeadership", "PgWakeU
 RUNS_CHANNEL = "durable_runs"  # a run was created: executors look for work
 CONTROL_CHANNEL = "durable_control"  # an operator changed a run (payload: run id)
 # pg_try_advisory_lock keys, one per role ("durable scheduler", "durable notifier")
-_ROLES = {"scheduler": 0x6475_7261_626C_7301, "notifier": 0x6475_7261_626C_6E01}
+_ROLES = {
+    "scheduler": 0x6475_7261_626C_7301,
+    "notifier": 0x6475_7261_626C_6E01,
+    # one process exports the spans derived from the log (durable.runtime.tracing)
+    "traces": 0x6475_7261_626C_7302,
+}
 
 
 class _PgWatch:
