@@ -37,6 +37,7 @@ from rich.progress import Progress
 from durable.core.events import RunCreated, run_stream
 from durable.store import connect
 from tests.bench.bench_core import start_server
+from tests.bench.bench_executor import make_databases
 from tests.bench.bench_http import percentile
 from tests.processes import start_service
 
@@ -141,14 +142,6 @@ async def sizes(db_url: str) -> list[tuple[str, str]]:
         await conn.close()
 
 
-async def make_database(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("CREATE DATABASE console_bench")
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,7 +154,7 @@ def main() -> None:
         server = start_server(Path(tmp) / "data")
         service = None
         try:
-            asyncio.run(make_database(server.get_uri()))
+            asyncio.run(make_databases(server.get_uri(), ["console_bench"]))
             db_url = server.get_uri("console_bench")
             os.environ.pop("DURABLE_WORKFLOWS", None)
             service = start_service(db_url, ROOT / "examples" / "daily_sales.py")

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from tests.bench.bench_core import start_server
+from tests.bench.bench_executor import make_databases
 from tests.processes import free_port, start_service
 
 err = Console(stderr=True)
@@ -172,14 +173,6 @@ def bare_aiohttp(seconds: float, inflight: int) -> float:
         process.wait()
 
 
-async def make_database(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("CREATE DATABASE http_bench")
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -195,7 +188,7 @@ def main() -> None:
         server = start_server(Path(tmp) / "data")
         service = None
         try:
-            asyncio.run(make_database(server.get_uri()))
+            asyncio.run(make_databases(server.get_uri(), ["http_bench"]))
             db_url = server.get_uri("http_bench")
             workflows = Path(tmp) / "ping.py"
             workflows.write_text(WORKFLOW)

@@ -34,7 +34,7 @@ from durable.store import connect
 from durable.workflows import WorkflowRegistry
 from durable.workflows.loader import LoadedWorkflow
 from tests.bench.bench_core import start_server
-from tests.bench.bench_executor import _finish, chain_workflow
+from tests.bench.bench_executor import _finish, chain_workflow, make_databases
 
 err = Console(stderr=True)
 
@@ -101,14 +101,6 @@ async def bench(url: str, runs: int, lines: int, kind: str) -> dict[str, Any]:
     return {"alone": alone, "noisy": noisy, "stored": stored}
 
 
-async def make_database(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("CREATE DATABASE logs_bench")
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,7 +119,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="durable-bench-") as tmp:
         server = start_server(Path(tmp) / "data")
         try:
-            asyncio.run(make_database(server.get_uri()))
+            asyncio.run(make_databases(server.get_uri(), ["logs_bench"]))
             result = asyncio.run(bench(server.get_uri("logs_bench"), runs, lines, args.kind))
         finally:
             server.cleanup()

@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 from rich.console import Console
 
 from durable.application.runs import create_run
@@ -35,7 +34,7 @@ from durable.store import connect
 from durable.workflows import WorkflowRegistry
 from durable.workflows.loader import LoadedWorkflow
 from tests.bench.bench_core import start_server
-from tests.bench.bench_executor import STEPS, _finish, chain_workflow
+from tests.bench.bench_executor import STEPS, _finish, chain_workflow, make_databases
 from tests.processes import free_port
 
 err = Console(stderr=True)
@@ -99,15 +98,6 @@ async def bench(url: str, runs: int, endpoint: str | None, delay_ms: int) -> dic
         "lag_s": lag,
         "spans": float(tracer.exported if tracer else 0),
     }
-
-
-async def make_databases(url: str, names: list[str]) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        for name in names:
-            await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
 
 
 def main() -> None:
