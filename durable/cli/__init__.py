@@ -119,4 +119,5 @@ from durable.cli import service as _service  # noqa: E402,F401
 from durable.cli import tokens as _tokens  # noqa: E402,F401
 from durable.cli import trace as _trace  # noqa: E402,F401
 from durable.cli import triggers as _triggers  # noqa: E402,F401
+from durable.cli import up as _up  # noqa: E402,F401
 from durable.cli import workflows as _workflows  # noqa: E402,F401
