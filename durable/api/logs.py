@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 from durable.api import schemas as s
-from durable.api.routing import V1, ApiError, Call, Header, Route, resource, route
+from durable.api.routing import V1, ApiError, Call, Header, Route, event_stream, resource, route
 from durable.api.runs import load_state, run_id_of
 from durable.application.logs import LogsEnded, follow_logs
 from durable.core.state import RunState
@@ -97,14 +97,7 @@ async def run_log_stream(call: Call[None, s.LogStreamQuery]) -> web.StreamRespon
                 400, "bad Last-Event-ID", f"Last-Event-ID {last_id[:40]!r} is not a line id"
             )
         after = max(after, int(last_id))
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
+    response = await event_stream(request)
     encoder = msgspec.json.Encoder()
     quiet_since = time.monotonic()
     following = follow_logs(

@@ -48,6 +48,7 @@ __all__ = [
     "Route",
     "bearer",
     "csrf_failure",
+    "event_stream",
     "problem",
     "resource",
     "route",
@@ -139,6 +140,19 @@ async def bearer(deps: Deps, request: web.Request, scope: str) -> TokenInfo | we
     if token is None or not grants(token.scopes, scope):
         return unauthorized(token is not None, scope)
     return token
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """A server-sent event answer, its headers sent (nothing buffered on the way)."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    return response
 
 
 def problem(status: int, title: str, detail: str) -> web.Response:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from durable.api import schemas as s
 from durable.api.history import trigger_view
-from durable.api.routing import V1, ApiError, Call, resource, route
+from durable.api.routing import V1, ApiError, Call, event_stream, resource, route
 from durable.application.commands import apply_command
 from durable.core.decide import Cancel, Command, Pause, Resume
 from durable.core.events import REGISTRY, Recorded, run_stream
@@ -204,14 +204,7 @@ async def run_event_stream(call: Call[None, s.EventsQuery]) -> web.StreamRespons
     last_id = request.headers.get("Last-Event-ID", "")
     if last_id.isdigit():
         after = max(after, int(last_id))
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
+    response = await event_stream(request)
     state: RunState | None = None
     encoder = msgspec.json.Encoder()
     while True:

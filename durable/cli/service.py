@@ -1,4 +1,4 @@
-"""Running workflows: up, run, logs, cancel, pause, resume."""
+"""Running workflows: run, logs, cancel, pause, resume, rerun (`durable up` is in up.py)."""
 
 from __future__ import annotations
 
