@@ -131,8 +131,9 @@ def test_bad_params_are_refused_before_anything_runs() -> None:
             "w.yaml:4: task 'a': unknown option 'retires' for a shell task",
         ),
         (
-            "workflow: w\ntasks:\n  a:\n    spark: job.py\n",
-            "task types: python, shell, http, sql, switch, map, sleep, noop",
+            "workflow: w\ntasks:\n  a:\n    flink: job.py\n",
+            "task types: python, shell, http, sql, switch, map, sleep, noop, job, spark, dbt, "
+            "sensor",
         ),
         (
             "workflow: w\ntasks:\n  a:\n    shell: echo\n    after: [b]\n",

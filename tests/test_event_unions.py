@@ -66,7 +66,7 @@ def test_the_three_unions_split_event_in_its_old_order() -> None:
     in_order = RUN_EVENT_TYPES + SCHEDULE_EVENT_TYPES + own_backfill
     assert in_order == EVENT_TYPES
     assert typing.get_args(Event) == EVENT_TYPES
-    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == len(REGISTRY.tags) == 28
+    assert len(set(EVENT_TYPES)) == len(EVENT_TYPES) == len(REGISTRY.tags) == 29
     assert _tags(SCHEDULE_EVENT_TYPES) == ["schedule_paused", "schedule_resumed"]
     assert _tags(BACKFILL_EVENT_TYPES) == [
         "backfill_requested",

@@ -51,6 +51,7 @@ from durable.core.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
     run_event,
 )
 from durable.core.fold import evolve
@@ -142,6 +143,8 @@ def attempts_of(records: Iterable[Recorded]) -> AttemptsView | None:
             case TaskRetryScheduled() | TaskFailed():
                 lost = event.error.type == EXECUTOR_LOST
                 end(event.task, "lost" if lost else "failed", at, event.error)
+            case TaskSkipped() if event.attempt is not None and event.task in unfinished:
+                end(event.task, "skipped", at, None)  # a soft_fail sensor ran out of time
             case TaskSkipped():
                 without_attempt(event.task, event.generation, "skipped", at)
             case TaskCancelled():
@@ -159,6 +162,7 @@ def attempts_of(records: Iterable[Recorded]) -> AttemptsView | None:
                         without_attempt(t.name, t.generation, "cancelled", at)
             case (
                 RunCreated()
+                | TaskWaiting()
                 | RunStarted()
                 | RunPaused()
                 | RunResumed()

@@ -46,6 +46,7 @@ from durable.core.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
     event_type,
 )
 from durable.core.state import (
@@ -160,7 +161,20 @@ def _evolve(state: RunState | None, recorded: Recorded, event: RunEvent) -> RunS
             _need_run(state, recorded, "running", "paused")
             task = _task(state, recorded, event.task, event.generation)
             _need_task(task, recorded, event.attempt, "scheduled")
-            new = replace(task, status="running", started_at=at, executions=task.executions + 1)
+            new = replace(
+                task,
+                status="running",
+                started_at=at,
+                executions=task.executions + 1,
+                job=None,
+                waiting_since=None,
+            )
+            return _with_task(state, recorded, new)
+        case TaskWaiting():
+            _need_run(state, recorded, "running", "paused")
+            task = _task(state, recorded, event.task, event.generation)
+            _need_task(task, recorded, event.attempt, "running")
+            new = replace(task, job=event.job, waiting_since=task.waiting_since or at)
             return _with_task(state, recorded, new)
         case TaskSucceeded():
             _need_run(state, recorded, "running", "paused")
@@ -183,7 +197,9 @@ def _evolve(state: RunState | None, recorded: Recorded, event: RunEvent) -> RunS
         case TaskSkipped():
             _need_run(state, recorded, "running", "paused")
             task = _task(state, recorded, event.task, event.generation)
-            if task.status != "pending":
+            if event.attempt is not None:  # a running attempt gave up softly
+                _need_task(task, recorded, event.attempt, "running")
+            elif task.status != "pending":
                 _invalid(recorded, f"task {task.name} is {task.status}; only pending tasks skip")
             new = replace(task, status="skipped", reason=event.reason, finished_at=at)
             return _with_task(state, recorded, new)

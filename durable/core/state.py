@@ -64,6 +64,10 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     """For a map task that fanned out: how many children it has."""
     parent: str | None = None
     """For a child of a map task: the map task's name (the child is ``parent[i]``)."""
+    job: dict[str, Any] | None = None
+    """For a running attempt that waits on work elsewhere: what finds that work again
+    (recorded by ``task_waiting``)."""
+    waiting_since: datetime | None = None
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):

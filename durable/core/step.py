@@ -40,7 +40,9 @@ from durable.core.events import (
     Recorded,
     TaskFailed,
     TaskRetryScheduled,
+    TaskSkipped,
     TaskSucceeded,
+    TaskWaiting,
 )
 from durable.core.fold import evolve
 from durable.core.notify import keyed_rules, with_notifications
@@ -58,7 +60,9 @@ from durable.core.state import RunState
 __all__ = [
     "EXECUTOR_LOST",
     "AttemptFailed",
+    "AttemptSkipped",
     "AttemptSucceeded",
+    "AttemptWaiting",
     "AttemptsLost",
     "Cancel",
     "Command",
@@ -102,6 +106,27 @@ class AttemptFailed(msgspec.Struct, frozen=True, kw_only=True, tag="attempt_fail
     error: ErrorInfo
 
 
+class AttemptWaiting(msgspec.Struct, frozen=True, kw_only=True, tag="attempt_waiting"):
+    """An attempt submitted its work elsewhere (or began waiting on a condition):
+    ``job`` finds it again; the attempt waits for it without a slot."""
+
+    task: str
+    generation: int
+    attempt: int
+    job: dict[str, Any]
+    state: str = ""
+
+
+class AttemptSkipped(msgspec.Struct, frozen=True, kw_only=True, tag="attempt_skipped"):
+    """An attempt gave up softly (a ``soft_fail`` sensor out of time): the task is
+    skipped, and the skip propagates as a skip does."""
+
+    task: str
+    generation: int
+    attempt: int
+    reason: str
+
+
 class AttemptsLost(msgspec.Struct, frozen=True, kw_only=True, tag="attempts_lost"):
     """Attempts marked running have no executor any more: all of them (the run was taken
     over), or those of ``tasks`` (their start was recorded, but the executor never heard
@@ -121,6 +146,8 @@ Input: TypeAlias = (
     Tick
     | AttemptSucceeded
     | AttemptFailed
+    | AttemptWaiting
+    | AttemptSkipped
     | AttemptsLost
     | Cancel
     | Pause
@@ -189,6 +216,32 @@ def answer(state: RunState, spec: WorkflowSpec, item: Input, now: datetime) -> l
             if not _current(state, item.task, item.generation, item.attempt):
                 return []
             return [_attempt_failed(state, spec, item.task, item.error, now)]
+        case AttemptWaiting():
+            if not _current(state, item.task, item.generation, item.attempt):
+                return []
+            t = state.tasks[item.task]
+            if t.job == item.job:
+                return []  # recorded already
+            return [
+                TaskWaiting(
+                    task=item.task,
+                    generation=item.generation,
+                    attempt=item.attempt,
+                    job=item.job,
+                    state=item.state,
+                )
+            ]
+        case AttemptSkipped():
+            if not _current(state, item.task, item.generation, item.attempt):
+                return []
+            return [
+                TaskSkipped(
+                    task=item.task,
+                    generation=item.generation,
+                    reason=item.reason,
+                    attempt=item.attempt,
+                )
+            ]
         case AttemptsLost():
             return _lost_attempts(state, spec, now, item.tasks)
         case Cancel() | Pause() | Resume() | Rerun():
@@ -233,7 +286,8 @@ def _lost_attempts(
 ) -> list[Event]:
     # Their outcome is unknown — the body may or may not have run — so each counts as a
     # failed, retryable attempt: the task runs at least once, its completion is recorded
-    # once.
+    # once. An attempt waiting on recorded work elsewhere (``job``) is not lost: the
+    # executor that has the run now polls that work again.
     if state.is_terminal:
         return []
     lost = ErrorInfo(
@@ -245,7 +299,10 @@ def _lost_attempts(
         _attempt_failed(state, spec, t.name, lost, now)
         for t in state.tasks.values()
         # a map task that fanned out runs no attempt of its own: its items do
-        if t.status == "running" and t.mapped is None and (tasks is None or t.name in tasks)
+        if t.status == "running"
+        and t.mapped is None
+        and t.job is None
+        and (tasks is None or t.name in tasks)
     ]
 
 

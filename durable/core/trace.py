@@ -60,6 +60,7 @@ from durable.core.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
     run_event,
 )
 from durable.core.step import EXECUTOR_LOST
@@ -311,7 +312,9 @@ class _Walk:
                     self._event("notification_failed", at, reason=event.reason, **delivery)
                 else:
                     self._event("notification_sent", at, **delivery)
-            case RunCreated() | TaskSkipped():
+            case TaskSkipped() if event.attempt is not None:
+                self._ended(event.task, seq)  # a soft_fail sensor's attempt gave up
+            case RunCreated() | TaskSkipped() | TaskWaiting():
                 pass
             case _:
                 assert_never(event)

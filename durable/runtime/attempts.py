@@ -39,6 +39,8 @@ class AttemptResult(msgspec.Struct):
     attempt: int
     output: Any = None
     error: ErrorInfo | None = None
+    skipped: str | None = None
+    """Why the attempt gave up softly (the task is skipped, not failed)."""
     log: LiveLog | None = None
 
 

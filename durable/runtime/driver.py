@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import traceback
+from collections.abc import Awaitable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from durable.core.backfill import backfill_state
 from durable.core.errors import (
@@ -37,18 +41,21 @@ from durable.core.spec import WorkflowSpec
 from durable.core.state import RunState
 from durable.core.step import (
     AttemptFailed,
+    AttemptSkipped,
     AttemptsLost,
     AttemptSucceeded,
+    AttemptWaiting,
     Input,
     SlotsAvailable,
     answer,
     next_wakeup,
     step,
 )
-from durable.core.tasks import SqlTask
+from durable.core.tasks import SensorTask, SqlTask, TaskSpec
 from durable.runtime.attempts import AttemptResult, run_attempt, task_context
 from durable.runtime.logs import LiveLog
 from durable.runtime.tasks import sql as sql_task
+from durable.runtime.tasks.waiting import Done, Submitted, Waiter, waiter_for
 from durable.telemetry import RunCounter
 from durable.workflows.context import TaskContext, TaskLog
 from durable.workflows.loader import LoadedWorkflow
@@ -80,6 +87,7 @@ class RunDriver:
         self._stop: str | None = None  # "shutdown" | "lost"
         self._task: asyncio.Task[None] | None = None
         self.counter: RunCounter | None = None  # counts what it appends (None: no metrics)
+        self._unwanted: set[str] = set()  # attempts stopped because the log ended them
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._main(), name=f"durable-run-{self.run_id}")
@@ -139,6 +147,8 @@ class RunDriver:
         claimed: list[Input] = [AttemptsLost()]  # whoever ran its attempts is gone
         while self._stop is None:
             await self._advance(claimed)
+            if claimed:
+                self._resume_waiting()  # attempts waiting on recorded work: poll it again
             claimed = []
             state = self.state
             if state.is_terminal or (state.status == "paused" and not self.attempts):
@@ -200,6 +210,8 @@ class RunDriver:
                     and (t.generation, t.attempt) == (generation, attempt)
                 )
                 await self._advance([AttemptsLost(tasks=still)] if still else [])
+            case ("waiting", AttemptWaiting() as waiting, recorded):
+                await self._record_waiting(waiting, recorded)
             case ("tx", task, generation, attempt, ctx, live):
                 await self._transactional(task, generation, attempt, ctx, live)
             case AttemptResult():
@@ -340,9 +352,11 @@ class RunDriver:
                 for t in self.state.tasks.values()
                 if t.status == "running"
                 and t.mapped is None
+                and t.job is None
                 and t.name not in self.attempts
                 and t.name not in self._in_tx
             )
+            self._resume_waiting()  # a task_waiting that committed without our hearing it
             self.inbox.put_nowait(("lost", orphans) if orphans else ("poke",))
             return
 
@@ -351,28 +365,49 @@ class RunDriver:
         assert self.state is not None
         for name, attempt in list(self.attempts.items()):
             if self.state.tasks[name].status not in ("running",):
+                self._unwanted.add(name)  # a waiting attempt cancels its work, too
                 attempt.cancel()
 
     # -- attempts -----------------------------------------------------------------------
 
-    def _spawn(self, name: str, generation: int, attempt: int) -> None:
+    def _spawn(self, name: str, generation: int, attempt: int, *, slot: bool = True) -> None:
+        self._unwanted.discard(name)
         self.attempts[name] = asyncio.create_task(
-            self._attempt(name, generation, attempt), name=f"durable-{self.run_id}-{name}"
+            self._attempt(name, generation, attempt, slot=slot),
+            name=f"durable-{self.run_id}-{name}",
         )
+
+    def _resume_waiting(self) -> None:
+        """Poll again the recorded work of the attempts that wait on it here (after a
+        takeover, or an append we did not hear committed): no slot, no new submission."""
+        assert self.state is not None
+        for t in self.state.tasks.values():
+            if t.status == "running" and t.job is not None and t.name not in self.attempts:
+                self._spawn(t.name, t.generation, t.attempt, slot=False)
 
     def _context(self, name: str, generation: int, attempt: int, task_log: TaskLog) -> TaskContext:
         assert self.state is not None
         return task_context(self.state, self.spec, name, generation, attempt, task_log)
 
-    async def _attempt(self, name: str, generation: int, attempt: int) -> None:
+    async def _attempt(self, name: str, generation: int, attempt: int, *, slot: bool) -> None:
         assert self.loaded is not None and self.state is not None
         spec = self.spec.task(name)
         live = self.ex.logs.open(self.run_id, name, generation, attempt)
         ctx = self._context(name, generation, attempt, live.log)
         result = AttemptResult(task=name, generation=generation, attempt=attempt, log=live)
+        holds = [slot]  # whether this attempt still holds its slot
         if self.counter:
             self.counter.began()
         try:
+            waiter = waiter_for(spec)
+            if waiter is not None:
+                live.start()
+                try:
+                    await self._wait(spec, waiter, ctx, result, holds)
+                finally:
+                    await live.close()
+                self.inbox.put_nowait(result)
+                return
             if isinstance(spec, SqlTask) and spec.transactional:
                 self._in_tx.add(name)  # between here and its commit, no attempt runs it
                 self.inbox.put_nowait(("tx", name, generation, attempt, ctx, live))
@@ -394,9 +429,133 @@ class RunDriver:
         finally:
             if self.counter:
                 self.counter.ended()
-            self.ex.slots.give()
+            if holds[0]:
+                self.ex.slots.give()
             if self.attempts.get(name) is asyncio.current_task():
                 del self.attempts[name]
+
+    async def _wait(
+        self,
+        spec: TaskSpec,
+        waiter: Waiter,
+        ctx: TaskContext,
+        result: AttemptResult,
+        holds: list[bool],
+    ) -> None:
+        """Submit (unless the log has the job already), record, give the slot back, then
+        poll until done, failed, or out of time (see :mod:`durable.runtime.tasks.waiting`).
+        """
+        assert self.state is not None
+        name = result.task
+        resources = self.ex.resources
+        job = self.state.tasks[name].job
+        if job is None:
+            outcome = await _guarded(waiter.submit(spec, ctx, resources), spec)
+            if isinstance(outcome, ErrorInfo):
+                result.error = outcome
+                return
+            job = outcome.job
+            recorded = asyncio.get_running_loop().create_future()
+            waiting = AttemptWaiting(
+                task=name,
+                generation=result.generation,
+                attempt=result.attempt,
+                job=job,
+                state=outcome.state,
+            )
+            self.inbox.put_nowait(("waiting", waiting, recorded))
+            if not await recorded:  # the log moved on: nobody will poll this work
+                await _quietly(waiter.cancel(spec, job, ctx, resources), ctx)
+                result.error = ErrorInfo(type="Superseded", message="the attempt was ended")
+                return
+            ctx.log.info(f"submitted; waiting ({outcome.state or 'submitted'}): {job}")
+        else:
+            ctx.log.info(f"resumed waiting on {job}")
+        if holds[0]:
+            holds[0] = False
+            self.ex.slots.give()  # waiting holds no slot
+        started = self.state.tasks[name].started_at
+        deadline = (
+            started + timedelta(seconds=spec.timeout)
+            if spec.timeout is not None and started is not None
+            else None
+        )
+        polls = 0
+        last_state = ""
+        try:
+            while True:
+                delay = waiter.interval(spec, polls)
+                if deadline is not None:
+                    left = (deadline - self.ex.clock()).total_seconds()
+                    if left <= 0:
+                        await _quietly(waiter.cancel(spec, job, ctx, resources), ctx)
+                        message = f"timed out after {spec.timeout:g} s"
+                        if isinstance(spec, SensorTask) and spec.soft_fail is True:
+                            result.skipped = f"{message} (soft_fail)"
+                        else:
+                            result.error = ErrorInfo(
+                                type="TaskTimeout", message=message, retryable=False
+                            )
+                        return
+                    delay = min(delay, left)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if deadline is not None and self.ex.clock() >= deadline:
+                    continue  # out of time: the top of the loop says so
+                polls += 1
+                try:
+                    polled = await waiter.poll(spec, job, ctx, resources)
+                except TaskError as exc:
+                    result.error = ErrorInfo(
+                        type=exc.type, message=exc.message, retryable=exc.retryable
+                    )
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a passing trouble: the next poll tries again
+                    ctx.log.warning(f"poll {polls} failed: {type(exc).__name__}: {exc}")
+                    continue
+                if isinstance(polled, Done):
+                    try:
+                        msgspec.json.encode(polled.output)
+                    except (TypeError, msgspec.EncodeError) as exc:
+                        result.error = ErrorInfo(type=type(exc).__name__, message=str(exc))
+                    else:
+                        result.output = polled.output
+                    return
+                if polled.state and polled.state != last_state:
+                    ctx.log.info(f"state: {polled.state}")
+                    last_state = polled.state
+        except asyncio.CancelledError:
+            if name in self._unwanted:  # the log ended it (a cancelled run): stop the work
+                await asyncio.shield(_quietly(waiter.cancel(spec, job, ctx, resources), ctx))
+            raise  # an executor that only stops leaves it running for the next one
+
+    async def _record_waiting(
+        self, waiting: AttemptWaiting, recorded: asyncio.Future[bool]
+    ) -> None:
+        """Append a submission's ``task_waiting``; tell its attempt whether it is in the
+        log (False: the attempt is no longer current, so its work is nobody's)."""
+        try:
+            while self._stop is None:
+                assert self.state is not None
+                t = self.state.tasks[waiting.task]
+                if t.status != "running" or (t.generation, t.attempt) != (
+                    waiting.generation,
+                    waiting.attempt,
+                ):
+                    break
+                if t.job is not None or await self._advance([waiting]):
+                    break
+        finally:
+            assert self.state is not None
+            t = self.state.tasks[waiting.task]
+            if not recorded.done():
+                recorded.set_result(
+                    t.job is not None
+                    and t.status == "running"
+                    and (t.generation, t.attempt) == (waiting.generation, waiting.attempt)
+                )
 
     async def _record_result(self, result: AttemptResult) -> None:
         while self._stop is None:
@@ -408,7 +567,14 @@ class RunDriver:
             ):
                 return  # the log moved on (cancelled, or the attempt was given up)
             outcome: Input
-            if result.error is None:
+            if result.skipped is not None:
+                outcome = AttemptSkipped(
+                    task=result.task,
+                    generation=result.generation,
+                    attempt=result.attempt,
+                    reason=result.skipped,
+                )
+            elif result.error is None:
                 outcome = AttemptSucceeded(
                     task=result.task,
                     generation=result.generation,
@@ -498,3 +664,33 @@ class RunDriver:
             await live.close()
             await self._record_result(result)
             return
+
+
+async def _guarded(call: Awaitable[Submitted], spec: TaskSpec) -> Submitted | ErrorInfo:
+    """A submission's outcome, or its failure as an attempt's error."""
+    try:
+        async with asyncio.timeout(spec.timeout):
+            return await call
+    except TimeoutError:
+        return ErrorInfo(type="TaskTimeout", message=f"timed out after {spec.timeout:g} s")
+    except TaskError as exc:
+        return ErrorInfo(type=exc.type, message=exc.message, retryable=exc.retryable)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return ErrorInfo(
+            type=type(exc).__name__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)[-8:]),
+        )
+
+
+async def _quietly(call: Awaitable[None], ctx: TaskContext) -> None:
+    """Cancel a job, best effort: a failure is logged, never raised."""
+    try:
+        async with asyncio.timeout(30):
+            await call
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        ctx.log.warning(f"could not cancel the job: {type(exc).__name__}: {exc}")

@@ -324,6 +324,133 @@ class Workflow:
         config: dict[str, Any] = {"seconds": seconds} if seconds is not None else {"until": until}
         return self._declare(name, "sleep", config, after, 1, None, None, "all_success")
 
+    def job(
+        self,
+        name: str,
+        *,
+        submit_url: str,
+        job_id: str,
+        status_url: str,
+        state: str,
+        succeeded: list[str],
+        failed: list[str],
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        body: str | None = None,
+        result: str | None = None,
+        message: str | None = None,
+        cancel_url: str | None = None,
+        cancel_method: str | None = None,
+        poll_interval: float | None = None,
+        max_poll_interval: float | None = None,
+        after: Upstream = None,
+        retries: int = 0,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        trigger_rule: TriggerRule = "all_success",
+        produces: list[str] | None = None,
+    ) -> TaskRef:
+        """An external job behind an HTTP API: submitted once (its id recorded before any
+        wait), then polled at ``status_url`` until its ``state`` is one of ``succeeded``
+        or ``failed``. A restart polls the same job; it never submits a second one."""
+        config = _given(
+            submit_url=submit_url,
+            job_id=job_id,
+            status_url=status_url,
+            state=state,
+            succeeded=succeeded,
+            failed=failed,
+            method=method,
+            headers=headers,
+            json=json,
+            body=body,
+            result=result,
+            message=message,
+            cancel_url=cancel_url,
+            cancel_method=cancel_method,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+        )
+        return self._declare(
+            name, "job", config, after, retries, retry, timeout, trigger_rule, produces=produces
+        )
+
+    def spark(
+        self,
+        name: str,
+        application: str,
+        *,
+        args: list[str] | None = None,
+        conf: dict[str, str] | None = None,
+        master: str | None = None,
+        deploy_mode: str | None = None,
+        main_class: str | None = None,
+        py_files: list[str] | None = None,
+        jars: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        spark_submit: str | None = None,
+        poll_interval: float | None = None,
+        after: Upstream = None,
+        retries: int = 0,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        trigger_rule: TriggerRule = "all_success",
+        produces: list[str] | None = None,
+    ) -> TaskRef:
+        """A Spark application (a PySpark script or a JAR) run by ``spark-submit``; its
+        driver's output goes to the task log; a restart reattaches to it."""
+        config = _given(
+            application=application,
+            args=args,
+            conf=conf,
+            master=master,
+            deploy_mode=deploy_mode,
+            main_class=main_class,
+            py_files=py_files,
+            jars=jars,
+            env=env,
+            spark_submit=spark_submit,
+            poll_interval=poll_interval,
+        )
+        return self._declare(
+            name, "spark", config, after, retries, retry, timeout, trigger_rule, produces=produces
+        )
+
+    def sensor(
+        self,
+        name: str,
+        *,
+        timeout: float,
+        s3: dict[str, Any] | None = None,
+        sql: dict[str, Any] | None = None,
+        run: dict[str, Any] | None = None,
+        asset: dict[str, Any] | None = None,
+        poke_interval: float | None = None,
+        max_poke_interval: float | None = None,
+        backoff: float | None = None,
+        soft_fail: bool | None = None,
+        after: Upstream = None,
+        retries: int = 0,
+        trigger_rule: TriggerRule = "all_success",
+    ) -> TaskRef:
+        """Wait for a condition — ``s3`` (an object), ``sql`` (a truthy row), ``run``
+        (another workflow's run for the same logical time), ``asset`` (updated after a
+        time) — poking with backoff, holding no slot in between, for at most
+        ``timeout`` seconds (kept across restarts); ``soft_fail`` skips instead of
+        failing when time runs out."""
+        config = _given(
+            s3=s3,
+            sql=sql,
+            run=run,
+            asset=asset,
+            poke_interval=poke_interval,
+            max_poke_interval=max_poke_interval,
+            backoff=backoff,
+            soft_fail=soft_fail,
+        )
+        return self._declare(name, "sensor", config, after, retries, None, timeout, trigger_rule)
+
     # -- building --------------------------------------------------------------------------
 
     def _declare(
@@ -407,3 +534,8 @@ def _as_list(after: Upstream) -> list[TaskRef | str]:
     if isinstance(after, TaskRef | str):
         return [after]
     return list(after)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given (not None): a definition holds what was written."""
+    return {k: v for k, v in options.items() if v is not None}

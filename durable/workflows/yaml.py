@@ -52,13 +52,31 @@ _OPTIONS: dict[str, set[str]] = {
     "map": {"over", "key", "max_parallel"},
     "sleep": {"seconds", "until"},
     "noop": set(),
+    "job": {"poll_interval", "max_poll_interval"},
+    "spark": {
+        "main_class",
+        "args",
+        "conf",
+        "master",
+        "deploy_mode",
+        "py_files",
+        "jars",
+        "env",
+        "spark_submit",
+        "poll_interval",
+    },
+    "dbt": {"mode", "profiles_dir", "target", "vars", "full_refresh", "dbt"},
+    "sensor": {"poke_interval", "max_poke_interval", "backoff", "soft_fail"},
 }
+_MAPPING_KINDS = {"job", "dbt", "sensor", "spark"}
+"""Kinds whose type key may hold their options as a mapping (``sensor: {s3: {...}}``)."""
 _MAIN_KEY = {
     "python": "callable",
     "map": "callable",
     "shell": "command",
     "http": "url",
     "sql": "query",
+    "spark": "application",
 }
 _TOP = {
     "workflow",
@@ -234,7 +252,9 @@ def _task(path: Path, name: Any, body: Any) -> TaskSpec:
         )
     config: dict[str, Any] = {k: _plain(v) for k, v in body.items() if k in _OPTIONS[kind]}
     main = body[kind]
-    if kind in _MAIN_KEY:
+    if kind in _MAPPING_KINDS and isinstance(main, dict):
+        config.update({k: _plain(v) for k, v in main.items() if k != "__line__"})
+    elif kind in _MAIN_KEY:
         config[_MAIN_KEY[kind]] = main
     elif kind == "switch" and isinstance(main, dict):
         config.update(_plain(main))

@@ -80,6 +80,7 @@ from durable.core.events.run import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
     run_stream,
 )
 from durable.core.events.schedule import (
@@ -143,6 +144,7 @@ __all__ = [
     "TaskSkipped",
     "TaskStarted",
     "TaskSucceeded",
+    "TaskWaiting",
     "Trigger",
     "TriggerRule",
     "Upcaster",

@@ -41,6 +41,7 @@ __all__ = [
     "TaskSkipped",
     "TaskStarted",
     "TaskSucceeded",
+    "TaskWaiting",
     "run_stream",
 ]
 
@@ -99,6 +100,20 @@ class TaskStarted(EventBase, frozen=True, kw_only=True, tag="task_started"):
     executor: str | None = None
 
 
+class TaskWaiting(EventBase, frozen=True, kw_only=True, tag="task_waiting"):
+    """A running attempt handed its work to something else (an external job submitted,
+    a sensor's first poke) and waits for it without holding a slot. ``job`` is what it
+    needs to find that work again (the job's id, its status URL, a process's files):
+    an executor that takes the run over polls the same job, never submits another."""
+
+    task: str
+    generation: int
+    attempt: int
+    job: dict[str, Any] = {}  # noqa: RUF012 (a Struct copies an empty default per instance)
+    state: str = ""
+    """The external state when it was submitted (``PENDING``), for people."""
+
+
 class TaskSucceeded(EventBase, frozen=True, kw_only=True, tag="task_succeeded"):
     """A task attempt finished; its output is recorded exactly once."""
 
@@ -130,11 +145,13 @@ class TaskFailed(EventBase, frozen=True, kw_only=True, tag="task_failed"):
 
 
 class TaskSkipped(EventBase, frozen=True, kw_only=True, tag="task_skipped"):
-    """A task will not run in this generation (untaken branch, failed upstream)."""
+    """A task will not run in this generation (untaken branch, failed upstream), or its
+    running ``attempt`` gave up softly (a sensor with ``soft_fail`` out of time)."""
 
     task: str
     generation: int
     reason: str
+    attempt: int | None = None
 
 
 class TaskCancelled(EventBase, frozen=True, kw_only=True, tag="task_cancelled"):
@@ -208,6 +225,7 @@ RunEvent: TypeAlias = (
     | TaskScheduled
     | TaskMapped
     | TaskStarted
+    | TaskWaiting
     | TaskSucceeded
     | TaskRetryScheduled
     | TaskFailed
