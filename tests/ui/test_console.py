@@ -308,3 +308,25 @@ def test_api_errors_are_problem_json_not_html(console: Service) -> None:
         assert exc.headers["Content-Type"] == "application/problem+json"
     else:
         raise AssertionError("no 404")
+
+
+def test_notifications_show_what_was_sent_and_why_one_failed(
+    page: Page, console: Service, screenshots: Path
+) -> None:
+    run_id = start(console, "alerting", {"fail": True})
+    assert wait_run(console, run_id)["status"] == "failed"
+    login(page, console)
+    page.goto(f"{console.url}/ui/runs/{run_id}")
+    page.click("text=Notifications of this run")
+    rows = page.locator("table.notifications tbody tr")
+    # the view refreshes itself: both deliveries settle while it is open
+    expect(rows.filter(has=page.locator(".badge.s-sent"))).to_have_count(1, timeout=TIMEOUT)
+    refused = rows.filter(has=page.locator(".badge.s-failed"))
+    expect(refused).to_have_count(1, timeout=TIMEOUT)
+    expect(refused).to_contain_text("400")  # the receiver's answer, as the reason
+    expect(rows.first).to_contain_text("run_failed")
+    shot(page, screenshots, "notifications")
+    page.check("input[name=failed]")
+    expect(page).to_have_url(re.compile(r"failed=true"))
+    expect(rows).to_have_count(1, timeout=TIMEOUT)
+    expect(rows.first.locator(".badge.s-failed")).to_have_count(1)

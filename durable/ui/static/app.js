@@ -5,7 +5,7 @@ import { api, ApiError, errorBox, html, on, $ } from "./lib.js";
 import { workflowsView, workflowView } from "./views/workflows.js";
 import { runsView } from "./views/runs.js";
 import { runView } from "./views/run.js";
-import { backfillsView, schedulesView, assetsView, deadLettersView } from "./views/ops.js";
+import { backfillsView, schedulesView, assetsView, deadLettersView, notificationsView } from "./views/ops.js";
 
 const ROUTES = [
   [/^\/ui\/?$/, workflowsView],
@@ -17,6 +17,7 @@ const ROUTES = [
   [/^\/ui\/schedules\/?$/, schedulesView],
   [/^\/ui\/assets\/?$/, assetsView],
   [/^\/ui\/dead-letters\/?$/, deadLettersView],
+  [/^\/ui\/notifications\/?$/, notificationsView],
   [/^\/ui\/login\/?$/, loginView],
 ];
 
@@ -100,6 +101,7 @@ function drawNav() {
     ${link("/ui/workflows", "Workflows")} ${link("/ui/runs", "Runs")}
     ${link("/ui/backfills", "Backfills")} ${link("/ui/schedules", "Schedules")}
     ${link("/ui/assets", "Assets")} ${link("/ui/dead-letters", "Dead letters")}
+    ${link("/ui/notifications", "Notifications")}
     <span class="spacer"></span>
     <span class="who">${session.user?.name} (${(session.user?.scopes ?? []).join(", ")})</span>
     <button id="logout" class="link">Log out</button>`;

@@ -3,7 +3,8 @@
 ``chatty`` logs a line, then waits until the test opens its gate file (so the test sees
 lines arrive while the task runs), then logs more. ``nightly`` has a schedule (the
 schedules and backfill views). ``publish`` produces an asset ``refresh`` consumes (the
-lineage view).
+lineage view). ``alerting`` notifies two webhooks when it ends: one the tests' receiver
+accepts, one it refuses (the notifications view).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from durable import Param, Schedule, TaskContext, Workflow
+from durable import Param, Schedule, TaskContext, Webhook, Workflow
 
 chatty = Workflow(
     "chatty",
@@ -65,3 +66,22 @@ refresh = Workflow(
 @refresh.task(retries=0)
 def rebuild(ctx: TaskContext) -> str:
     return "rebuilt"
+
+
+HOOK = os.environ.get("DURABLE_UI_HOOK", "http://127.0.0.1:9")  # the tests' receiver
+alerting = Workflow(
+    "alerting",
+    params={"fail": Param("bool", default=False)},
+    notify=[
+        Webhook(f"{HOOK}/accept", on=("run_failed", "run_succeeded")),
+        Webhook(f"{HOOK}/refuse", on=("run_failed",)),
+    ],
+    description="Notifies webhooks when it ends.",
+)
+
+
+@alerting.task(retries=0)
+def maybe_fail(ctx: TaskContext, fail: bool) -> str:
+    if fail:
+        raise RuntimeError("asked to fail")
+    return "fine"

@@ -171,3 +171,45 @@ export async function deadLettersView({ main }) {
         <td><pre>${d.key_preview ? `key: ${d.key_preview}\n` : ""}${d.value_preview ?? ""}</pre></td></tr>`,
     )}</tbody></table>${letters.length ? "" : html`<p class="muted">No dead letter.</p>`}`;
 }
+
+export async function notificationsView({ main, query, isCurrent }) {
+  document.title = "Notifications · durable";
+  const run = query.get("run") ?? "";
+  const failed = query.get("failed") === "true";
+  main.innerHTML = html`<h1>Notifications</h1>
+    <p class="muted">What was sent, what failed and why, what is still pending — newest first${run ? html`, for run <a class="mono" href="/ui/runs/${enc(run)}">${run}</a> (<a href="/ui/notifications">all runs</a>)` : ""}.</p>
+    <form class="filters card" id="notify-filters">
+      <label class="check"><input type="checkbox" name="failed" ${failed ? "checked" : ""}> Failed only</label>
+      <span class="muted" id="live">live</span></form>
+    <table class="notifications"><thead><tr><th>Requested</th><th>Status</th><th>Event</th><th>Channel</th>
+      <th>Workflow</th><th>Run</th><th>Summary</th><th>Tries</th><th>Detail</th></tr></thead>
+    <tbody id="rows"></tbody></table><p class="muted" id="empty" hidden>No notification.</p>`;
+  $("#notify-filters").elements.failed.addEventListener("change", (ev) => {
+    const url = new URL(location.href);
+    if (ev.target.checked) url.searchParams.set("failed", "true");
+    else url.searchParams.delete("failed");
+    history.pushState(null, "", url);
+    window.dispatchEvent(new PopStateEvent("popstate"));
+  });
+  const draw = async () => {
+    const q = { limit: 200 };
+    if (run) q.run = run;
+    if (failed) q.failed = "true";
+    const { notifications } = await api("/notifications", { query: q });
+    if (!isCurrent()) return;
+    $("#rows").innerHTML = notifications
+      .map(
+        (n) => html`<tr data-id="${n.notification_id}"><td>${when(n.requested_at)}</td><td>${badge(n.status)}</td>
+          <td>${n.on}</td><td>${n.channel} <span class="muted">${n.rule}</span></td>
+          <td><a href="/ui/workflows/${enc(n.workflow)}">${n.workflow}</a></td>
+          <td>${n.run_id ? html`<a class="mono" href="/ui/runs/${enc(n.run_id)}">${n.run_id}</a>` : ""}</td>
+          <td>${n.summary}</td><td>${n.attempts}</td>
+          <td class="${n.status === "failed" ? "field-error" : "muted"}">${n.detail}${n.settled_at ? html` <span class="muted">(${when(n.settled_at)})</span>` : ""}</td></tr>`,
+      )
+      .join("");
+    $("#empty").hidden = notifications.length > 0;
+  };
+  await draw();
+  const timer = setInterval(() => draw().catch(() => {}), REFRESH_MS);
+  return () => clearInterval(timer);
+}

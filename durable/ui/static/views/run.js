@@ -58,6 +58,7 @@ export async function runView({ main, params, query, isCurrent }) {
 
   main.innerHTML = html`<h1>Run <span class="mono">${runId}</span> <span id="head-status">${badge(run.status)}</span></h1>
     <div class="toolbar" id="actions"></div><div id="action-result"></div>
+    <p><a href="/ui/notifications?run=${enc(runId)}">Notifications of this run</a></p>
     <div class="row"><div class="card grow" id="summary"></div>
       <div class="card grow" id="panel"><p class="muted">Click a task on the graph or in the table.</p></div></div>
     <div id="travel"></div>
