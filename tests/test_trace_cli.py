@@ -171,3 +171,40 @@ async def test_trace_export_sends_a_past_run_to_the_collector(database_url: str)
     )
     assert [s.span_id for s in receiver.spans] == [f"{d.span_id:016x}" for d in want.spans]
     assert receiver.requests == 1
+
+
+async def test_run_here_sends_its_trace_and_metrics(database_url: str) -> None:
+    from tests.test_metrics import Receiver as MetricsReceiver
+
+    traces, metrics = Receiver(), MetricsReceiver()
+    await traces.start()
+    await metrics.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DURABLE_"))}
+    env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{traces.url}/v1/traces"
+    env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = f"{metrics.url}/v1/metrics"
+    try:
+        code, out, err = await _durable(
+            "--database-url",
+            database_url,
+            "run",
+            "daily_sales",
+            "--workflows",
+            str(ROOT / "examples" / "daily_sales.py"),
+            "--param",
+            "date=2026-11-21",
+            "--here",
+            env=env,
+        )
+    finally:
+        await traces.stop()
+        await metrics.stop()
+    assert code == 0, err
+    run_id = out.split()[2]  # "started run ID of …"
+    assert f"exported the run's trace ({len(traces.spans)} spans)" in out
+    names = [s.name for s in traces.of_trace(run_trace_id(run_id))]
+    assert names[0] == "run daily_sales", names
+    assert {"task fetch_orders", "task report"} <= set(names), names
+    finished = metrics.points("durable.runs.finished")
+    assert [(a, p.as_int) for a, p in finished] == [
+        ({"workflow": "daily_sales", "status": "succeeded"}, 1)
+    ]

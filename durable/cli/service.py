@@ -35,7 +35,7 @@ from durable.core.events import (
 )
 from durable.core.fold import evolve, fold
 from durable.core.spec import DefinitionError
-from durable.core.state import rerun_plan
+from durable.core.state import TERMINAL_RUN, rerun_plan
 from durable.runtime.executor import Executor
 from durable.store.base import EventStore
 from durable.store.rows import LogLine
@@ -128,8 +128,10 @@ def run(
             return "started"
         stop = asyncio.Event()
         executing = None
+        telemetry = None
         if here:
-            executor = Executor(store, registry, poll_interval=0.2)
+            telemetry = _here_telemetry()
+            executor = Executor(store, registry, poll_interval=0.2, telemetry=telemetry)
             executing = asyncio.create_task(executor.run(stop))
         try:
             status = await follow(store, run_id)
@@ -137,12 +139,57 @@ def run(
             stop.set()
             if executing is not None:
                 await executing
+            if telemetry is not None:
+                await asyncio.to_thread(telemetry.shutdown)  # its metrics' last export
         click.echo(f"run {run_id} {status}; `durable history {run_id}` shows every event")
+        if here and status in TERMINAL_RUN:
+            await _export_trace(store, run_id)
         return status
 
     status = ctx.run(go)
     if status not in ("started", "succeeded"):
         sys.exit(1)
+
+
+def _here_telemetry() -> Any:
+    """The OpenTelemetry metrics of a run executed here, when OTLP export is configured
+    (``OTEL_EXPORTER_OTLP_ENDPOINT``…): sent when the run ends. None otherwise."""
+    from durable.telemetry import Telemetry, otlp_endpoint
+
+    if otlp_endpoint(os.environ) is None:
+        return None
+    return Telemetry()
+
+
+async def _export_trace(store: EventStore, run_id: str) -> None:
+    """Send the run's trace (derived from its log) when OTLP trace export is configured;
+    a collector that is away is said, never fatal: ``durable trace RUN --export`` sends it
+    later."""
+    from durable.core.trace import trace_of
+    from durable.runtime import tracing
+
+    config = tracing.traces_config(os.environ)
+    if config is None:
+        return
+    from durable.runtime.spans import SpanBuilder
+
+    built = trace_of(await run_records(store, run_id))
+    if built is None:
+        return
+    spans = SpanBuilder().build(built)
+    exporter = tracing.make_exporter(config)
+    try:
+        sent = await asyncio.to_thread(tracing.export_spans, exporter, spans, config.batch)
+    finally:
+        exporter.shutdown()
+    if sent:
+        click.echo(f"exported the run's trace ({len(spans)} spans) to {config.endpoint}")
+    else:
+        click.echo(
+            f"the collector at {config.endpoint} did not take the run's trace; "
+            f"`durable trace {run_id} --export` sends it again",
+            err=True,
+        )
 
 
 async def follow(store: EventStore, run_id: str) -> str:
