@@ -31,6 +31,7 @@ from durable.core.trace import (
     attempt_traceparent,
     format_traceparent,
     parse_traceparent,
+    rerun_span_id,
     run_span_id,
     run_trace_id,
     trace_of,
@@ -309,17 +310,36 @@ def test_golden_retries_and_a_rerun() -> None:
     assert [s for _, _, s, _ in _attempts(built, "flaky")] == ["failed", "failed", "succeeded"] * 2
     assert "never" not in {s.attributes["durable.task"] for s in built.attempts}  # skipped
     run = built.run
-    assert run.attributes["durable.generation"] == 2
-    assert run.end == records[-1].recorded_at  # the rerun reopened it
-    names = [e.name for e in run.events]
-    assert names == ["run_started", "run_succeeded", "rerun"]  # the first end stays visible
-    assert _event(run, "rerun") == {
+    first_end = next(r for r in records if isinstance(r.event, RunSucceeded))
+    # the run span ends at the first end and is never reopened (sent once)
+    assert run.attributes["durable.generation"] == 1
+    assert (run.end, run.end_seq) == (first_end.recorded_at, first_end.seq)
+    assert [e.name for e in run.events] == ["run_started"]
+    # the rerun is a span of its own, the run's child, parent of generation 2's attempts
+    (rerun,) = built.reruns
+    assert rerun.name == run.name.replace("run ", "rerun ", 1)
+    assert rerun.parent_span_id == run.span_id
+    assert rerun.span_id == rerun_span_id(str(run.attributes["durable.run.id"]), 2)
+    assert (rerun.end, rerun.end_seq) == (records[-1].recorded_at, records[-1].seq)
+    assert rerun.start > first_end.recorded_at
+    assert {
+        k: v for k, v in rerun.attributes.items() if k.startswith(("durable.rerun", "durable.by"))
+    } == {
         "durable.rerun.request_id": "again-1",
         "durable.rerun.tasks": ("flaky",),
         "durable.rerun.downstream": True,
         "durable.rerun.failed_only": False,
         "durable.by": "cli",
     }
+    assert rerun.attributes["durable.generation"] == 2
+    assert rerun.attributes["durable.run.status"] == "succeeded"
+    assert rerun.events == ()
+    parents = {
+        s.attributes["durable.generation"]: s.parent_span_id
+        for s in built.attempts
+        if s.attributes["durable.task"] == "flaky"
+    }
+    assert parents == {1: run.span_id, 2: rerun.span_id}
 
 
 def test_golden_takeover_shows_the_lost_attempt_and_the_new_executor() -> None:

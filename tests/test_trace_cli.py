@@ -51,7 +51,7 @@ def test_trace_prints_the_run_as_a_tree(cli) -> None:  # type: ignore[no-untyped
     lines = [line.rstrip() for line in result.output.splitlines()]
     assert lines[0] == (
         f"trace {run_trace_id(RUN):032x}     +0.000 s  run daily_sales  (run {RUN})  "
-        "succeeded  3617.24 s"
+        "failed  16.78 s  KeyError: task report failed"
     )
     body = "\n".join(lines[1:])
     for expected in (
@@ -61,13 +61,13 @@ def test_trace_prints_the_run_as_a_tree(cli) -> None:  # type: ignore[no-untyped
         "├──   +14.587 s  task load #2  succeeded  1.80 s  (queued 3 ms)",
         "├──   +16.395 s  task report #1  failed  380 ms  (queued 3 ms)  "
         "KeyError: 'currency' missing in 3 rows",
-        "├──   +16.779 s  ⚑ run_failed  reason=task report failed",
-        "├── +3616.779 s  ⚑ rerun  rerun.request_id=rr-7d2e rerun.tasks=report "
-        "rerun.downstream=False rerun.failed_only=False by=alice",
-        "└── +3616.787 s  task report #1 g2  succeeded  450 ms  (queued 3 ms)",
+        # the rerun: a span of its own (the run's first end is its span's end)
+        "└── +3616.779 s  rerun daily_sales g2  (rr-7d2e: report, by alice)  succeeded  462 ms",
+        "    └── +3616.787 s  task report #1 g2  succeeded  450 ms  (queued 3 ms)",
     ):
         assert expected in body, expected
-    assert len(lines) == 1 + len(derived().attempts) + 3  # the run, its attempts, 3 events
+    # the run, its rerun, their attempts, 1 event
+    assert len(lines) == 1 + 1 + len(derived().attempts) + 1
 
 
 def test_trace_file_works_offline_on_an_exported_history(
@@ -116,9 +116,13 @@ def test_trace_json_is_the_otlp_request_a_collector_takes(cli) -> None:  # type:
     want = derived()
     assert [s["spanId"] for s in spans] == [f"{d.span_id:016x}" for d in want.spans]
     assert {s["traceId"] for s in spans} == {f"{want.trace_id:032x}"}
-    run, *attempts = spans
+    run, rerun, *attempts = spans
     assert "parentSpanId" not in run and run["kind"] == 1  # INTERNAL, an OTLP enum number
-    assert {a["parentSpanId"] for a in attempts} == {run["spanId"]}
+    assert rerun["parentSpanId"] == run["spanId"] and rerun["name"] == "rerun daily_sales"
+    # generation 1's attempts are the run's children, generation 2's the rerun's
+    assert [a["parentSpanId"] for a in attempts] == [run["spanId"]] * (len(attempts) - 1) + [
+        rerun["spanId"]
+    ]
     failed = [a for a in attempts if a.get("status", {}).get("code") == 2]
     assert [a["name"] for a in failed] == ["task load", "task report"]
     # hex ids back to bytes: the rest is protobuf's JSON mapping, which parses as the proto
@@ -129,7 +133,7 @@ def test_trace_json_is_the_otlp_request_a_collector_takes(cli) -> None:  # type:
     request = ParseDict(body, ExportTraceServiceRequest())
     parsed = request.resource_spans[0].scope_spans[0].spans
     assert [s.name for s in parsed] == [d.name for d in want.spans]
-    assert parsed[0].end_time_unix_nano - parsed[0].start_time_unix_nano == 3_617_241_000_000
+    assert parsed[0].end_time_unix_nano - parsed[0].start_time_unix_nano == 16_779_000_000
 
 
 async def _durable(*args: str, env: dict[str, str]) -> tuple[int, str, str]:

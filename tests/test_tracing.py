@@ -21,7 +21,9 @@ import aiohttp
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+from durable.application.commands import apply_command
 from durable.application.runs import create_run
+from durable.core.commands import Rerun
 from durable.core.errors import DurableError
 from durable.core.events import Recorded, TaskRetryScheduled, TaskSucceeded, run_stream
 from durable.core.trace import RunTrace, parse_traceparent, run_span_id, run_trace_id, trace_of
@@ -226,6 +228,23 @@ async def test_durable_up_exports_the_span_tree_of_a_run_with_a_retry(
         )
         assert Counter(s.span_id for s in receiver.spans).most_common(1)[0][1] == 1
         assert len(receiver.of_trace(trace_id)) == 4
+
+        # a partial rerun is a span of its own: the run's span is not sent again
+        await apply_command(pg_store, run_id, Rerun(request_id="again", tasks=("report",)))
+        await receiver.wait_for(lambda: "rerun traced" in by_name(receiver.of_trace(trace_id)))
+        spans = receiver.of_trace(trace_id)
+        named = by_name(spans)
+        assert [s.span_id for s in named["run traced"]] == [run.span_id]  # once
+        (rerun,) = named["rerun traced"]
+        assert rerun.parent_span_id == run.span_id and rerun.start_ns > run.end_ns
+        assert rerun.attributes["durable.rerun.tasks"] == ("report",)
+        first, second_report = named["task report"]
+        assert (first.parent_span_id, second_report.parent_span_id) == (
+            run.span_id,
+            rerun.span_id,
+        )
+        assert second_report.attributes["durable.generation"] == 2
+        same_as_derived(spans, _derived(await pg_store.read_stream(run_stream(run_id))))
     finally:
         await up.stop()
         if again is not None:
@@ -343,8 +362,8 @@ async def test_a_collector_away_delays_spans_and_loses_none(
     await receiver.start()
     receiver.refuse = True
     config = TracesConfig(endpoint=f"{receiver.url}/v1/traces", delay=0.05)
-    # a short export timeout: each refused export gives up after about a second
-    exporter = OTLPSpanExporter(endpoint=config.endpoint, timeout=1)
+    # a short export timeout: each refused export gives up after about two seconds
+    exporter = OTLPSpanExporter(endpoint=config.endpoint, timeout=2)
     service = TraceService(pg_store, config, exporter=exporter)
     stop = asyncio.Event()
     exporting = asyncio.create_task(service.run(stop))

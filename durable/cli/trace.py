@@ -145,15 +145,15 @@ def trace_tree(built: RunTrace) -> Tree:
         )
     )
     children: dict[int, list[SpanData]] = {}
-    for span in built.attempts:
+    for span in (*built.reruns, *built.attempts):
         children.setdefault(span.parent_span_id or 0, []).append(span)
 
     def grow(node: Tree, span: SpanData) -> None:
         entries: list[tuple[datetime, int, Any]] = [
             (c.start, 1, c) for c in children.get(span.span_id, [])
         ]
-        if span is run:
-            entries += [(e.at, 0, e) for e in run.events]
+        if span is run or span in built.reruns:
+            entries += [(e.at, 0, e) for e in span.events]
         for _, _, entry in sorted(entries, key=lambda x: (x[0], x[1])):
             if isinstance(entry, SpanData):
                 grow(node.add(_span_line(entry, origin)), entry)
@@ -169,7 +169,17 @@ def trace_tree(built: RunTrace) -> Tree:
 
 def _span_line(span: SpanData, origin: datetime) -> Text:
     attrs = span.attributes
-    if span.parent_span_id is None or "durable.task" not in attrs:
+    if "durable.rerun.request_id" in attrs:
+        tasks = attrs.get("durable.rerun.tasks") or ()
+        label = (
+            f"{span.name} g{attrs['durable.generation']}  ({attrs['durable.rerun.request_id']}: "
+            f"{', '.join(tasks) if isinstance(tasks, tuple) else tasks}"
+            + (" and downstream" if attrs.get("durable.rerun.downstream") else "")
+            + (f", by {attrs['durable.by']}" if attrs.get("durable.by") else "")
+            + ")"
+        )
+        status = str(attrs.get("durable.run.status", "running"))
+    elif span.parent_span_id is None or "durable.task" not in attrs:
         label = f"{span.name}  (run {attrs['durable.run.id']})"
         status = str(attrs["durable.run.status"])
     else:

@@ -14,14 +14,16 @@ with the same ids:
   is handed to the task (:func:`attempt_traceparent`) and whatever the task calls joins
   the trace.
 
-The run span lasts from ``run_created`` to the run's terminal event (a rerun reopens it:
-it then ends at the rerun's end, and carries a ``rerun`` event). Each attempt
-(:mod:`durable.core.attempts_view`) is a child span from its start (or, if it never
-started, its scheduling) to its outcome; a map task's items are children of the map's
-span. What happened to the run is recorded as events on its span: ``run_started``,
+The run span lasts from ``run_created`` to the run's first terminal event, and is never
+reopened: once it ended it is sent once. A partial rerun (generation 2, 3…) is a span of
+its own, ``rerun {workflow}``, a child of the run span from ``rerun_requested`` to the
+end it came to, carrying the rerun's request. Each attempt
+(:mod:`durable.core.attempts_view`) is a child span of its generation's span (the run's,
+or its rerun's) from its start (or, if it never started, its scheduling) to its outcome;
+a map task's items are children of the map's span. What happened to the run is recorded as events on its span: ``run_started``,
 ``attempt_lost`` (the executor running it went away), ``takeover`` (another executor
 carried on), ``paused``/``resumed``, ``rerun_queued``/``rerun``, the ends that a rerun
-reopened, ``sla_missed``, and its notifications (``notification_requested``, ``_sent``,
+the rerun's span carries, ``sla_missed``, and its notifications (``notification_requested``, ``_sent``,
 ``_failed``). Attribute names follow the OpenTelemetry semantic conventions where one exists
 (``error.type``, the ``exception`` event); the rest are namespaced ``durable.*``.
 """
@@ -75,6 +77,7 @@ __all__ = [
     "attempt_traceparent",
     "format_traceparent",
     "parse_traceparent",
+    "rerun_span_id",
     "run_span_id",
     "run_trace_id",
     "trace_of",
@@ -138,6 +141,8 @@ class RunTrace(msgspec.Struct, frozen=True, kw_only=True):
     run: SpanData
     attempts: tuple[SpanData, ...]
     parent: TraceParent | None = None
+    reruns: tuple[SpanData, ...] = ()
+    """One span per partial rerun (generation 2, 3…), children of the run span."""
 
     @property
     def sampled(self) -> bool:
@@ -145,7 +150,7 @@ class RunTrace(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def spans(self) -> tuple[SpanData, ...]:
-        return (self.run, *self.attempts)
+        return (self.run, *self.reruns, *self.attempts)
 
 
 # -- ids ---------------------------------------------------------------------------------
@@ -165,6 +170,11 @@ def run_trace_id(run_id: str) -> int:
 def run_span_id(run_id: str) -> int:
     """The id of a run's span (64 bits)."""
     return _digest(8, "run", run_id)
+
+
+def rerun_span_id(run_id: str, generation: int) -> int:
+    """The id of the span of a run's partial rerun that made ``generation`` (64 bits)."""
+    return _digest(8, "rerun", run_id, str(generation))
 
 
 def attempt_span_id(run_id: str, task: str, generation: int, attempt: int) -> int:
@@ -234,7 +244,8 @@ class _Walk:
         self.map_of: dict[tuple[str, int], _Key] = {}  # (item, generation) -> map's attempt
         self.events: list[SpanEvent] = []
         self.ends: list[tuple[int, SpanEvent]] = []  # (seq, the run's end), each time it ended
-        self.failed_tasks: tuple[str, ...] = ()
+        self.reruns: list[tuple[int, datetime, RerunRequested]] = []  # (generation, at, it)
+        self.failed_at: list[tuple[str, ...]] = []  # each end's failed tasks
         self.running_on: str | None = None
         self.status = "pending"
 
@@ -277,14 +288,13 @@ class _Walk:
                 self._event("rerun_queued", at, **_rerun(event))
             case RerunRequested():
                 self.status = "running"
-                self._event("rerun", at, **_rerun(event))
+                self.reruns.append((len(self.reruns) + 2, at, event))
             case RunSucceeded() | RunFailed() | RunCancelled():
                 for task in list(self.open):  # the run takes its unfinished attempts along
                     self._ended(task, seq)
                 self.status = _ENDED[type(event)]
                 attrs: dict[str, AttributeValue] = {}
-                if isinstance(event, RunFailed):
-                    self.failed_tasks = event.failed_tasks
+                self.failed_at.append(event.failed_tasks if isinstance(event, RunFailed) else ())
                 if not isinstance(event, RunSucceeded) and event.reason:
                     attrs["durable.reason"] = event.reason
                 self.ends.append(
@@ -372,21 +382,86 @@ def trace_of(records: Sequence[Recorded]) -> RunTrace | None:
     for r in records:
         walk.see(r)
     run_id = run_span_id(created.run_id)
+    owner = {g: rerun_span_id(created.run_id, g) for g, _, _ in walk.reruns}
     attempts = tuple(
-        _attempt_span(created, a, walk, run_id) for a in view.attempts if a.attempt > 0
+        _attempt_span(created, a, walk, owner.get(a.generation, run_id))
+        for a in view.attempts
+        if a.attempt > 0
     )
     return RunTrace(
         trace_id=trace_id,
         parent=parent,
-        run=_run_span(created, view.created_at, view.finished_at, walk, parent, view.attempts),
+        run=_run_span(created, view.created_at, walk, parent, view.attempts),
         attempts=attempts,
+        reruns=tuple(_rerun_span(created, i, walk, view.attempts) for i in range(len(walk.reruns))),
+    )
+
+
+def _end_after(walk: _Walk, seq: int, until: datetime | None) -> int | None:
+    """The index in ``walk.ends`` of the first end after ``seq`` (and before ``until``,
+    the next rerun), or None while that part of the run goes on."""
+    for i, (end_seq, end) in enumerate(walk.ends):
+        if end_seq > seq and (until is None or end.at <= until):
+            return i
+    return None
+
+
+def _span_events(walk: _Walk, start: datetime | None, until: datetime | None) -> list[SpanEvent]:
+    """The run's events from ``start`` (None: the beginning) to ``until`` (None: the
+    end): each goes to the span of the generation it happened in."""
+    return [
+        e
+        for e in walk.events
+        if (start is None or e.at >= start) and (until is None or e.at < until)
+    ]
+
+
+def _rerun_span(
+    created: RunCreated, index: int, walk: _Walk, attempts: tuple[Attempt, ...]
+) -> SpanData:
+    generation, start, request = walk.reruns[index]
+    until = walk.reruns[index + 1][1] if index + 1 < len(walk.reruns) else None
+    # a rerun follows an end of the run: its own end is the next one
+    seq = max((s for s, e in walk.ends if e.at <= start), default=0)
+    ended = _end_after(walk, seq, until)
+    attrs: dict[str, AttributeValue] = {
+        "durable.run.id": created.run_id,
+        "durable.workflow": created.workflow,
+        "durable.generation": generation,
+    }
+    attrs.update(
+        {f"durable.{k}": v for k, v in _rerun(request).items() if v is not None and v != ""}
+    )
+    end = end_seq = None
+    status: SpanStatus = "unset"
+    message = ""
+    events = _span_events(walk, start, until)
+    if ended is not None:
+        end_seq, last = walk.ends[ended]
+        end = last.at
+        attrs["durable.run.status"] = last.name.removeprefix("run_")
+        if last.name == "run_failed":
+            status = "error"
+            message = str(last.attributes.get("durable.reason", ""))
+            attrs["error.type"] = _failure_type(walk.failed_at[ended], attempts)
+    return SpanData(
+        name=f"rerun {created.workflow}",
+        span_id=rerun_span_id(created.run_id, generation),
+        parent_span_id=run_span_id(created.run_id),
+        kind="internal",
+        start=start,
+        end=end,
+        end_seq=end_seq,
+        attributes=attrs,
+        events=tuple(sorted(events, key=lambda e: e.at)),
+        status=status,
+        status_message=message,
     )
 
 
 def _run_span(
     created: RunCreated,
     created_at: datetime,
-    finished_at: datetime | None,
     walk: _Walk,
     parent: TraceParent | None,
     attempts: tuple[Attempt, ...],
@@ -397,24 +472,26 @@ def _run_span(
         "durable.workflow": created.workflow,
         "durable.workflow.version": created.version,
         "durable.trigger.kind": trigger.kind,
-        "durable.run.status": walk.status,
-        "durable.generation": max((a.generation for a in attempts), default=1),
+        "durable.run.status": walk.status if not walk.ends else walk.ends[0][1].name[4:],
+        "durable.generation": 1,
     }
     if trigger.source:
         attrs["durable.trigger.source"] = trigger.source
     if trigger.logical_time is not None:
         attrs["durable.logical_time"] = trigger.logical_time.isoformat()
-    ends = [e for _, e in walk.ends]
+    until = walk.reruns[0][1] if walk.reruns else None
+    events = _span_events(walk, None, until)
+    end: datetime | None = None
     end_seq: int | None = None
     status: SpanStatus = "unset"
     message = ""
-    if finished_at is not None and walk.ends:
-        end_seq, last = walk.ends[-1]
-        ends.pop()  # its own end; the ends a rerun reopened stay visible as events
+    if walk.ends:  # its first end: a rerun is a span of its own
+        end_seq, last = walk.ends[0]
+        end = last.at
         if last.name == "run_failed":
             status = "error"
             message = str(last.attributes.get("durable.reason", ""))
-            attrs["error.type"] = _failure_type(walk.failed_tasks, attempts)
+            attrs["error.type"] = _failure_type(walk.failed_at[0], attempts)
     return SpanData(
         name=f"run {created.workflow}",
         span_id=run_span_id(created.run_id),
@@ -424,10 +501,10 @@ def _run_span(
         # the run is a root of its own: INTERNAL.
         kind="consumer" if parent else "internal",
         start=created_at,
-        end=finished_at,
+        end=end,
         end_seq=end_seq,
         attributes=attrs,
-        events=tuple(sorted([*walk.events, *ends], key=lambda e: e.at)),
+        events=tuple(sorted(events, key=lambda e: e.at)),
         status=status,
         status_message=message,
     )

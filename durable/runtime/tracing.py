@@ -22,9 +22,9 @@ accepted them. No ``BatchSpanProcessor``: its queue lives in memory (lost in a c
 bounded (drops spans under load) and drops a batch that failed to export; here the log
 is the queue, so a collector that is away delays spans and loses none, and a restart goes
 on where the last export ended. The one window: a crash after the collector accepted
-spans and before their position is stored sends them again, with the same ids. A rerun
-reopens a run: its span is sent again when the run ends again (same id, later end, a
-``rerun`` event). The first start begins at the end of the log; ``durable trace RUN_ID
+spans and before their position is stored sends them again, with the same ids. A partial
+rerun is a span of its own, sent when the rerun ends; the run's span, ended at the run's
+first end, is not sent again. The first start begins at the end of the log; ``durable trace RUN_ID
 --export`` sends any past run.
 """
 
@@ -288,7 +288,11 @@ class TraceService:
                     export_spans, self.exporter, spans, self.config.batch
                 )
                 if not exported:
-                    why = self._complaints[0] if self._complaints else "refused"
+                    # the collector's answer when one came, rather than the give-up line
+                    why = next(
+                        (c for c in self._complaints if not c.startswith("Failed to export")),
+                        self._complaints[0] if self._complaints else "refused",
+                    )
                     self.collector.failed(f"{len(spans)} spans not sent: {_short(why)}")
                     return False
                 self.collector.ok()
