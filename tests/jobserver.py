@@ -6,7 +6,8 @@
   ``outcome`` (``SUCCEEDED`` or ``FAILED``), ``result``, ``log`` (lines). An
   ``Idempotency-Key`` seen before answers the job it started (200), not a new one (201).
   Answers ``{"job": {"id": ...}, "state": "PENDING"}``.
-- ``GET /jobs/{id}`` answers ``{"id", "state", "result"?, "error"?}``; 404 for no job.
+- ``GET /jobs/{id}`` answers ``{"id", "state", "result"?, "error"?, "run": {"phase",
+  "outcome"?}}`` (``run.outcome`` only once it ended); 404 for no job.
 - ``POST /jobs/{id}/cancel`` cancels it (state ``CANCELLED``).
 - ``fail_next_polls`` answers the next status reads with 503 (passing trouble);
   ``hold_answers`` (an event), when given, keeps each submission's answer until it is
@@ -24,7 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Job", "JobServer"]
+__all__ = ["ENDED", "Job", "JobServer"]
+
+ENDED = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
 class Job:
@@ -39,6 +42,10 @@ class Job:
 
     def document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"id": self.id, "state": self.state}
+        # also the Databricks way: the outcome's key appears only once the run has ended
+        doc["run"] = {"phase": "ENDED" if self.state in ENDED else self.state}
+        if self.state in ENDED:
+            doc["run"]["outcome"] = self.state
         if self.state == "SUCCEEDED":
             doc["result"] = self.spec.get("result")
         if self.state == "FAILED":

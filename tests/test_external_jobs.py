@@ -25,18 +25,27 @@ from durable.application.runs import create_run
 from durable.cli import main
 from durable.core.commands import Cancel
 from durable.core.events import (
+    ErrorInfo,
+    Event,
     Recorded,
+    TaskRetryScheduled,
     TaskStarted,
     TaskSucceeded,
     TaskWaiting,
     run_stream,
 )
 from durable.core.fold import fold
+from durable.core.spec import DefinitionError
 from durable.core.state import RunState
+from durable.core.step import EXECUTOR_LOST
+from durable.core.tasks import JobTask
 from durable.core.trace import trace_of
+from durable.runtime.tasks.job import PathError, lookup
+from durable.runtime.tasks.waiting import UNANSWERED, submission_attempt
 from durable.store import PostgresEventStore
 from durable.workflows import load_workflows
 from tests.executing import registry_of, run_to_end, running_executor, wait_for_run
+from tests.histories import T0, created, recorded
 from tests.jobserver import JobServer
 from tests.processes import durable
 from tests.signs import eventually
@@ -132,7 +141,12 @@ async def test_without_a_result_path_the_output_is_the_status_document(
     wf = job_workflow(jobs, json={"polls": 1, "result": [1, 2]}, result=None)
     state = await run_to_end(pg_store, wf)
     assert state.status == "succeeded"
-    assert state.tasks["train"].output == {"id": "job-1", "state": "SUCCEEDED", "result": [1, 2]}
+    assert state.tasks["train"].output == {
+        "id": "job-1",
+        "state": "SUCCEEDED",
+        "run": {"phase": "ENDED", "outcome": "SUCCEEDED"},
+        "result": [1, 2],
+    }
 
 
 async def test_a_failing_job_fails_the_task_with_its_state_and_last_log_lines(
@@ -173,6 +187,79 @@ async def test_a_failed_job_is_retried_as_the_policy_says_with_a_new_job(
         f"{state.run_id}/train/1/1",
         f"{state.run_id}/train/1/2",
     ]
+
+
+async def test_a_state_key_that_appears_at_the_end_is_waited_for(
+    pg_store: PostgresEventStore, jobs: JobServer
+) -> None:
+    """Databricks' way: ``state.result_state`` exists only once the run has ended."""
+    wf = job_workflow(jobs, state="run.outcome")
+    state = await run_to_end(pg_store, wf)
+    assert state.status == "succeeded", state.tasks["train"].error
+    assert jobs.job(1).polls == 2
+    logs = [line.message for line in await pg_store.logs.read(state.run_id, "train")]
+    assert "state: (no outcome yet)" in logs
+
+
+async def test_a_failed_job_with_its_log_as_a_list_of_lines(
+    pg_store: PostgresEventStore, jobs: JobServer
+) -> None:
+    wf = job_workflow(jobs, json={"polls": 1, "outcome": "FAILED", "log": ["a", "b"]})
+    state = await run_to_end(pg_store, wf)
+    error = state.tasks["train"].error
+    assert error is not None and error.message == "job job-1 ended FAILED:\na\nb"
+
+
+def test_paths_into_json_documents() -> None:
+    doc = {"run": {"id": 7, "tasks": [{"state": "OK"}, {"state": "KO"}]}}
+    assert lookup(doc, "run.id", "x") == 7
+    assert lookup(doc, "run.tasks.1.state", "x") == "KO"
+    assert lookup(doc, "run.tasks.-1.state", "x") == "KO"
+    assert lookup(doc, "$.run.id", "x") == 7  # as JSONPath people write it
+    assert lookup(doc, "$", "x") == doc
+    with pytest.raises(PathError) as info:
+        lookup(doc, "run.job_id", "the submit response")
+    assert info.value.message == (
+        "the submit response has no 'run.job_id': no 'job_id' at 'run', "
+        "which has the keys: id, tasks"
+    )
+    with pytest.raises(PathError, match=r"no '2' at 'run\.tasks', which is a list of 2"):
+        lookup(doc, "run.tasks.2.state", "x")
+    with pytest.raises(PathError, match=r"no 'state' at 'run\.id', which is 7"):
+        lookup(doc, "run.id.state", "x")
+    assert not info.value.retryable
+
+
+def test_an_attempt_after_a_lost_unrecorded_submission_reuses_its_key() -> None:
+    err = {
+        "lost": ErrorInfo(type=EXECUTOR_LOST, message="gone"),
+        "unanswered": ErrorInfo(type=UNANSWERED, message="no answer"),
+        "failed": ErrorInfo(type="JobFailed", message="FAILED"),
+    }
+
+    def attempts(*ends: tuple[str, bool]) -> list[Recorded]:
+        """One attempt per ``(how it ended, whether it recorded a job)``."""
+        events: list[Event] = []
+        for n, (end, waited) in enumerate(ends, start=1):
+            events.append(TaskStarted(task="t", generation=1, attempt=n))
+            if waited:
+                events.append(TaskWaiting(task="t", generation=1, attempt=n, job={"id": n}))
+            events.append(
+                TaskRetryScheduled(task="t", generation=1, attempt=n, error=err[end], retry_at=T0)
+            )
+        return recorded("r", [created("r", ["t"]), *events])
+
+    assert submission_attempt(attempts(), "t", 1, 1) == 1
+    assert submission_attempt(attempts(("failed", True)), "t", 1, 2) == 2  # a new job
+    assert submission_attempt(attempts(("lost", False)), "t", 1, 2) == 1
+    assert submission_attempt(attempts(("unanswered", False)), "t", 1, 2) == 1
+    # a chain of them goes back to its first
+    assert submission_attempt(attempts(("lost", False), ("lost", False)), "t", 1, 3) == 1
+    assert submission_attempt(attempts(("failed", False), ("lost", False)), "t", 1, 3) == 2
+    # a lost attempt that had recorded its job was polled again, never lost: its own key
+    assert submission_attempt(attempts(("lost", True)), "t", 1, 2) == 2
+    # another generation is another story
+    assert submission_attempt(attempts(("lost", False)), "t", 2, 2) == 2
 
 
 async def test_passing_trouble_on_a_poll_is_polled_through(
@@ -514,3 +601,67 @@ async def test_a_template_naming_nothing_fails_before_any_job_starts(
     assert error is not None and error.type == "TemplateError" and not error.retryable
     assert error.message.startswith("template ${job.ident} names nothing")
     assert jobs.submissions == 0 and jobs.requests == []
+
+
+def test_python_and_yaml_declare_the_same_job(tmp_path: Path) -> None:
+    wf = Workflow("same")
+    wf.job(
+        "train",
+        submit_url="https://jobs.example/v1/jobs",
+        json={"date": "${params.date}"},
+        job_id="id",
+        status_url="https://jobs.example/v1/jobs/${job.id}",
+        state="state",
+        succeeded=["SUCCEEDED"],
+        failed=["FAILED"],
+        cancel_url="https://jobs.example/v1/jobs/${job.id}/cancel",
+        poll_interval=10,
+        timeout=600,
+        retries=1,
+    )
+    path = tmp_path / "same.yaml"
+    path.write_text(
+        "workflow: same\n"
+        "tasks:\n"
+        "  train:\n"
+        "    job:\n"
+        "      submit_url: https://jobs.example/v1/jobs\n"
+        "      json: {date: '${params.date}'}\n"
+        "      job_id: id\n"
+        "      status_url: https://jobs.example/v1/jobs/${job.id}\n"
+        "      state: state\n"
+        "      succeeded: [SUCCEEDED]\n"
+        "      failed: [FAILED]\n"
+        "      cancel_url: https://jobs.example/v1/jobs/${job.id}/cancel\n"
+        "    poll_interval: 10\n"  # an option beside the type key, like other kinds'
+        "    timeout: 600\n"
+        "    retries: 1\n"
+    )
+    from_yaml = load_workflows(path).get("same").spec
+    assert from_yaml.to_dict()["tasks"] == wf.spec().to_dict()["tasks"]
+
+
+def test_the_examples_load() -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    livy = load_workflows(examples / "external_job.yaml").get("nightly_aggregate").spec
+    ray = load_workflows(examples / "external_job.py").get("train_model").spec
+    for spec, task in ((livy, "aggregate"), (ray, "train")):
+        job = spec.task(task)
+        assert isinstance(job, JobTask) and "${job.id}" in job.status_url
+        assert job.timeout is not None and job.retry.max_attempts == 2
+
+
+def test_a_bad_python_job_names_the_workflow_task_and_field() -> None:
+    wf = Workflow("py")
+    wf.job(
+        "train",
+        submit_url="https://jobs.example/v1/jobs",
+        job_id="id",
+        status_url="",
+        state="state",
+        succeeded=["SUCCEEDED"],
+        failed=["FAILED"],
+    )
+    with pytest.raises(DefinitionError) as info:
+        wf.spec()
+    assert str(info.value) == "workflow 'py': job 'train' needs 'status_url'"

@@ -124,6 +124,11 @@ class RunDriver:
             if self._slot_waiter is not None:
                 self._slot_waiter.cancel()  # Slots.take passes on a slot handed meanwhile
             self._give_held()
+            # attempts the log ended are stopping their work (a job's cancel: <= 30 s):
+            # let them, then stop whatever is left
+            stopping = [a for n, a in self.attempts.items() if n in self._unwanted]
+            if stopping:
+                await asyncio.wait(stopping, timeout=35)
             for attempt in self.attempts.values():
                 attempt.cancel()
             if self.attempts:

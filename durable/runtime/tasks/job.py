@@ -12,14 +12,17 @@ job, ``job_id`` is where the submit response holds its id, ``status_url`` (which
   answers, a response that is not JSON, or one without the id are not (the definition or
   the request is wrong: trying again would start jobs nobody can follow).
 - **Poll**: a job in a ``succeeded`` state gives the attempt its output (the value at
-  ``result``, or the whole status document); one in a ``failed`` state fails the attempt
-  with that state and the job's message (the last lines of it; all of it goes to the task
-  log). That failure is **retryable**: the job ran and failed — a flaky cluster, a lost
-  spot instance — and a retry submits a new job, as the task's retry policy allows
-  (``retries=0``, the Python default, fails the task at once). A connection error, a
-  timeout, 429 or 5xx on a poll is passing trouble: the next poll tries again. 404 or 410
-  (no such job), any other 4xx, or a status that is not JSON fails the attempt, not
-  retryable: the status URL is wrong, or the job is gone.
+  ``result``, or the whole status document). A job in a ``failed`` state fails the
+  attempt with that state and the job's message (its last lines, from a text or a list
+  of lines; all of it goes to the task log). That failure is **retryable**: the job ran
+  and failed — a flaky cluster, a lost spot instance — and a retry submits a new job, as
+  the task's retry policy allows (``retries=0``, the Python default, fails the task at
+  once). A connection error, a timeout, 429 or 5xx on a poll is passing trouble: the
+  next poll tries again. 404 or 410 (no such job), any other 4xx, or a status that is
+  not JSON fails the attempt, not retryable: the status URL is wrong, or the job is
+  gone. A status whose state object lacks only its last key is not done yet (Databricks'
+  ``state.result_state`` appears when the run ends); any other missing path fails the
+  attempt, not retryable, naming the path and the keys that are there.
 - **Cancel** (a cancelled run, a timeout) sends ``cancel_method`` (POST) to
   ``cancel_url``, when given.
 
@@ -250,7 +253,16 @@ class HttpJobs:
                 type="JobStatusError",
             )
         document = answer.document
-        state = _text(lookup(document, spec.state, f"the status of job {job.get('id')!r}"))
+        what = f"the status of job {job.get('id')!r}"
+        try:
+            state = _text(lookup(document, spec.state, what))
+        except PathError:
+            parent, _, leaf = spec.state.rpartition(".")
+            if not parent or not isinstance(lookup(document, parent, what), dict):
+                raise
+            # the state's object is there without its last key: not set yet (Databricks'
+            # state.result_state appears when the run ends)
+            return Pending(state=f"(no {leaf} yet)")
         if state in spec.succeeded:
             output = (
                 document
@@ -309,7 +321,10 @@ def _failure(
         message = lookup(document, spec.message, f"the status of job {job.get('id')!r}")
     except PathError as exc:
         return f"{head} ({exc.message})"
-    lines = _text(message).rstrip("\n").splitlines() or [""]
+    if isinstance(message, list) and all(isinstance(m, str) for m in message):
+        lines = [str(m) for m in message] or [""]  # a log as a list of lines (Livy's)
+    else:
+        lines = _text(message).rstrip("\n").splitlines() or [""]
     for line in lines:
         ctx.log.error(line)
     if len(lines) == 1:
