@@ -235,6 +235,7 @@ def test_an_attempt_after_a_lost_unrecorded_submission_reuses_its_key() -> None:
         "lost": ErrorInfo(type=EXECUTOR_LOST, message="gone"),
         "unanswered": ErrorInfo(type=UNANSWERED, message="no answer"),
         "failed": ErrorInfo(type="JobFailed", message="FAILED"),
+        "timeout": ErrorInfo(type="TaskTimeout", message="timed out"),
     }
 
     def attempts(*ends: tuple[str, bool]) -> list[Recorded]:
@@ -253,6 +254,8 @@ def test_an_attempt_after_a_lost_unrecorded_submission_reuses_its_key() -> None:
     assert submission_attempt(attempts(("failed", True)), "t", 1, 2) == 2  # a new job
     assert submission_attempt(attempts(("lost", False)), "t", 1, 2) == 1
     assert submission_attempt(attempts(("unanswered", False)), "t", 1, 2) == 1
+    assert submission_attempt(attempts(("timeout", False)), "t", 1, 2) == 1  # submitting
+    assert submission_attempt(attempts(("timeout", True)), "t", 1, 2) == 2  # polling
     # a chain of them goes back to its first
     assert submission_attempt(attempts(("lost", False), ("lost", False)), "t", 1, 3) == 1
     assert submission_attempt(attempts(("failed", False), ("lost", False)), "t", 1, 3) == 2

@@ -448,7 +448,7 @@ class RunDriver:
         line whose number is stored already would be dropped as a retried batch's)."""
         try:
             stored = await self.ex.logs.logs.read(self.run_id, name, attempt)
-        except StoreUnavailable:
+        except StoreError:
             return  # its lines may clash with stored ones (and are dropped): not its outcome
         # the lines were numbered 1..n as they were written (a LogLine has no number)
         last = sum(1 for line in stored if line.generation == generation)
@@ -488,7 +488,7 @@ class RunDriver:
         if job is None:
             try:
                 key = await self._submission_key(name, result.generation, result.attempt)
-            except StoreUnavailable as exc:
+            except StoreError as exc:
                 # nothing submitted; the next attempt's key goes as far back as this one's
                 result.error = ErrorInfo(
                     type=waiting.UNANSWERED,

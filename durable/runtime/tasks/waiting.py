@@ -17,9 +17,9 @@ between polls. :func:`waiter_for` finds a task's.
 A submission carries an idempotency key (:func:`submission_key`) that a server honouring
 it uses to start at most one job per key. It is ``run/task/generation/attempt``, except
 that an attempt following one that may have submitted without recording it (its
-executor was lost, or its submission got no answer) reuses that attempt's key: a crash
-between the server's answer and the commit of ``task_waiting`` then finds the same job
-again instead of starting a second one.
+executor was lost, its submission got no answer or timed out) reuses that attempt's
+key: a crash between the server's answer and the commit of ``task_waiting`` then finds
+the same job again instead of starting a second one.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ __all__ = [
 UNANSWERED = "SubmitUnanswered"
 """The error type of an attempt whose submission got no answer (it may have started the
 work): the next attempt submits with the same key."""
-REUSE_KEY: frozenset[str] = frozenset({EXECUTOR_LOST, UNANSWERED})
-"""Ends of an attempt after which its submission may exist unrecorded."""
+REUSE_KEY: frozenset[str] = frozenset({EXECUTOR_LOST, UNANSWERED, "TaskTimeout"})
+"""Ends of an attempt after which its submission may exist unrecorded (when it recorded
+no ``task_waiting``: a timeout while submitting, say, not while polling)."""
 
 _KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "durable_submission_key", default=None
@@ -136,8 +137,9 @@ def submission_attempt(
     records: Iterable[Recorded], task: str, generation: int, attempt: int
 ) -> int:
     """The attempt whose key ``attempt`` of ``task`` submits with: its own, or that of the
-    attempt before when that one may have submitted without recording it (it ended lost
-    or unanswered, with no ``task_waiting``), and so on back. Pure."""
+    attempt before when that one may have submitted without recording it (it ended lost,
+    unanswered or timed out — :data:`REUSE_KEY` — with no ``task_waiting``), and so on
+    back. Pure."""
     waited: set[int] = set()
     ended: dict[int, str] = {}
     started: set[int] = set()
