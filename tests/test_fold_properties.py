@@ -37,6 +37,7 @@ from durable.core.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
     run_stream,
 )
 from durable.core.fold import evolve, fold
@@ -77,6 +78,8 @@ class Model:
         self.task = {t.name: ["pending", 1, 0] for t in dag}  # status, generation, attempt
         self.requests = 0
         self.queues = 0
+        self.job: dict[str, dict[str, Any] | None] = {t.name: None for t in dag}
+        """What the running attempt of each task waits on (its last task_waiting)."""
 
     def can_run(self, name: str) -> bool:
         ups = [self.task[u][0] for u in self.dag[name].upstream]
@@ -139,6 +142,14 @@ class Model:
                     opts.append(TaskStarted(task=name, generation=gen, attempt=attempt))
                 if status == "running":
                     opts += [
+                        TaskWaiting(
+                            task=name,
+                            generation=gen,
+                            attempt=attempt,
+                            job={"id": f"{name}-{gen}-{attempt}"},
+                            state="PENDING",
+                        ),
+                        TaskSkipped(task=name, generation=gen, reason="soft", attempt=attempt),
                         TaskSucceeded(
                             task=name, generation=gen, attempt=attempt, output={"n": attempt}
                         ),
@@ -182,6 +193,9 @@ class Model:
                 self.task[e.task][0:3:2] = ["scheduled", e.attempt]
             case TaskStarted():
                 self.task[e.task][0] = "running"
+                self.job[e.task] = None
+            case TaskWaiting():
+                self.job[e.task] = e.job
             case TaskSucceeded():
                 self.task[e.task][0] = "succeeded"
             case TaskFailed():
@@ -255,6 +269,8 @@ def test_the_model_and_the_fold_agree_on_statuses(history: list[Recorded]) -> No
     assert {n: t.generation for n, t in state.tasks.items()} == {
         n: t[1] for n, t in model.task.items()
     }
+    running = [n for n, t in state.tasks.items() if t.status == "running"]
+    assert {n: state.tasks[n].job for n in running} == {n: model.job[n] for n in running}
 
 
 @SETTINGS
@@ -296,6 +312,8 @@ def test_any_event_either_applies_validly_or_is_an_invalid_transition(
                     task=task, generation=gen, attempt=attempt, error=ERR, retry_at=T0
                 ),
                 TaskSkipped(task=task, generation=gen, reason="r"),
+                TaskSkipped(task=task, generation=gen, reason="r", attempt=attempt),
+                TaskWaiting(task=task, generation=gen, attempt=attempt, job={"id": 1}),
                 TaskCancelled(task=task, generation=gen),
                 RunCreated(run_id="r", workflow="w", version="v", tasks=()),
             ]

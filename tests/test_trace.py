@@ -46,6 +46,7 @@ ENDING = {
     "task_retry_scheduled",
     "task_failed",
     "task_cancelled",
+    "task_skipped",  # a running attempt that gave up softly (a soft_fail sensor)
     "run_succeeded",
     "run_failed",
     "run_cancelled",

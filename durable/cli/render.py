@@ -40,13 +40,14 @@ from durable.core.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
     event_type,
 )
 from durable.core.fold import evolve
 from durable.core.runs_view import RunRow
 from durable.core.state import RunState, TaskState
 
-__all__ = ["history_table", "runs_table", "short_json", "state_view", "when"]
+__all__ = ["history_table", "runs_table", "short_json", "state_view", "waiting_on", "when"]
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -56,6 +57,7 @@ STATUS_STYLE = {
     "scheduled": "cyan",
     "retrying": "yellow",
     "paused": "yellow",
+    "waiting": "cyan",
     "skipped": "dim",
     "pending": "dim",
 }
@@ -95,6 +97,8 @@ def summary(event: Event, generation: int | None = None) -> str:
             return f"fanned out into {event.count} tasks"
         case TaskSucceeded():
             return f"output {short_json(event.output)}"
+        case TaskWaiting():
+            return waiting_on(event.job, event.state)
         case TaskRetryScheduled():
             return f"{event.error.type}: {event.error.message}; retry at {when(event.retry_at)}"
         case TaskFailed():
@@ -234,9 +238,17 @@ def state_view(run: RunState, *, total_events: int) -> list[Any]:
     return lines
 
 
+def waiting_on(job: dict[str, Any], state: str = "") -> str:
+    """What a waiting attempt waits on: ``waiting on job <id> (<state>)``."""
+    what = f"job {job['id']}" if "id" in job else short_json(job, 60)
+    return f"waiting on {what}" + (f" ({state})" if state else "")
+
+
 def _task_result(t: TaskState) -> str:
     if t.status == "succeeded":
         return short_json(t.output)
+    if t.status == "running" and t.job is not None:
+        return waiting_on(t.job) + (f" since {when(t.waiting_since)}" if t.waiting_since else "")
     if t.error is not None and t.status in ("failed", "retrying"):
         retry = f" (retry at {when(t.retry_at)})" if t.retry_at else ""
         return f"{t.error.type}: {t.error.message}{retry}"

@@ -16,7 +16,7 @@ from durable.application.logs import LogsEnded, follow_logs
 from durable.application.runs import create_run, register_versions
 from durable.cli import Context, main, pass_context
 from durable.cli.inspect import run_records
-from durable.cli.render import short_json, when
+from durable.cli.render import short_json, waiting_on, when
 from durable.core.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
 from durable.core.events import (
     RerunQueued,
@@ -31,6 +31,7 @@ from durable.core.events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
     run_stream,
 )
 from durable.core.fold import evolve, fold
@@ -217,6 +218,8 @@ def _progress_line(state: Any, event: Any) -> str:
         case TaskStarted():
             again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
             return f"▶ {event.task}{again}"
+        case TaskWaiting():
+            return f"⧗ {event.task} {waiting_on(event.job, event.state)}"
         case TaskSucceeded():
             t = state.tasks[event.task]
             took = (t.finished_at - t.started_at).total_seconds() if t.started_at else 0

@@ -241,6 +241,7 @@ class _Walk:
         self.executor: dict[_Key, str] = {}
         self.end_seq: dict[_Key, int] = {}
         self.retry_at: dict[_Key, datetime] = {}
+        self.waiting: dict[_Key, SpanEvent] = {}  # an attempt's task_waiting, as its event
         self.map_of: dict[tuple[str, int], _Key] = {}  # (item, generation) -> map's attempt
         self.events: list[SpanEvent] = []
         self.ends: list[tuple[int, SpanEvent]] = []  # (seq, the run's end), each time it ended
@@ -324,7 +325,16 @@ class _Walk:
                     self._event("notification_sent", at, **delivery)
             case TaskSkipped() if event.attempt is not None:
                 self._ended(event.task, seq)  # a soft_fail sensor's attempt gave up
-            case RunCreated() | TaskSkipped() | TaskWaiting():
+            case TaskWaiting():
+                key = self.open.get(event.task)
+                if key is not None:
+                    job: dict[str, AttributeValue] = {"durable.job": _json(event.job)}
+                    if "id" in event.job:
+                        job["durable.job.id"] = str(event.job["id"])
+                    if event.state:
+                        job["durable.job.state"] = event.state
+                    self.waiting[key] = SpanEvent(name="waiting", at=at, attributes=job)
+            case RunCreated() | TaskSkipped():
                 pass
             case _:
                 assert_never(event)
@@ -539,10 +549,15 @@ def _attempt_span(created: RunCreated, a: Attempt, walk: _Walk, run_span: int) -
     events: tuple[SpanEvent, ...] = ()
     status: SpanStatus = "unset"
     message = ""
+    waiting = walk.waiting.get(key)
+    if waiting is not None:  # it handed its work elsewhere (a job) and waited for it
+        events = (waiting,)
+        if "durable.job.id" in waiting.attributes:
+            attrs["durable.job.id"] = waiting.attributes["durable.job.id"]
     if a.error is not None and a.status in ("failed", "lost"):
         attrs["error.type"] = a.error.type
         status, message = "error", a.error.message
-        events = (_exception(a.error, a.finished_at or start),)
+        events = (*events, _exception(a.error, a.finished_at or start))
     parent = walk.map_of.get((a.task, a.generation))
     return SpanData(
         name=f"task {a.task}",
@@ -557,6 +572,10 @@ def _attempt_span(created: RunCreated, a: Attempt, walk: _Walk, run_span: int) -
         status=status,
         status_message=message,
     )
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _exception(error: ErrorInfo, at: datetime) -> SpanEvent:

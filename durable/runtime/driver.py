@@ -55,6 +55,7 @@ from durable.core.tasks import SensorTask, SqlTask, TaskSpec
 from durable.runtime.attempts import AttemptResult, run_attempt, task_context
 from durable.runtime.logs import LiveLog
 from durable.runtime.tasks import sql as sql_task
+from durable.runtime.tasks import waiting
 from durable.runtime.tasks.waiting import Done, Submitted, Waiter, waiter_for
 from durable.telemetry import RunCounter
 from durable.workflows.context import TaskContext, TaskLog
@@ -123,6 +124,11 @@ class RunDriver:
             if self._slot_waiter is not None:
                 self._slot_waiter.cancel()  # Slots.take passes on a slot handed meanwhile
             self._give_held()
+            # attempts the log ended are stopping their work (a job's cancel: <= 30 s):
+            # let them, then stop whatever is left
+            stopping = [a for n, a in self.attempts.items() if n in self._unwanted]
+            if stopping:
+                await asyncio.wait(stopping, timeout=35)
             for attempt in self.attempts.values():
                 attempt.cancel()
             if self.attempts:
@@ -210,8 +216,8 @@ class RunDriver:
                     and (t.generation, t.attempt) == (generation, attempt)
                 )
                 await self._advance([AttemptsLost(tasks=still)] if still else [])
-            case ("waiting", AttemptWaiting() as waiting, recorded):
-                await self._record_waiting(waiting, recorded)
+            case ("waiting", AttemptWaiting() as waiting_input, recorded):
+                await self._record_waiting(waiting_input, recorded)
             case ("tx", task, generation, attempt, ctx, live):
                 await self._transactional(task, generation, attempt, ctx, live)
             case AttemptResult():
@@ -401,12 +407,15 @@ class RunDriver:
         try:
             waiter = waiter_for(spec)
             if waiter is not None:
+                if not slot:  # resumed: its lines go on after those stored before
+                    await self._continue_log(live, name, generation, attempt)
                 live.start()
                 try:
-                    await self._wait(spec, waiter, ctx, result, holds)
+                    report = await self._wait(spec, waiter, ctx, result, holds)
                 finally:
                     await live.close()
-                self.inbox.put_nowait(result)
+                if report:
+                    self.inbox.put_nowait(result)
                 return
             if isinstance(spec, SqlTask) and spec.transactional:
                 self._in_tx.add(name)  # between here and its commit, no attempt runs it
@@ -434,6 +443,30 @@ class RunDriver:
             if self.attempts.get(name) is asyncio.current_task():
                 del self.attempts[name]
 
+    async def _continue_log(self, live: LiveLog, name: str, generation: int, attempt: int) -> None:
+        """Number a resumed attempt's lines after those its earlier executor stored (a
+        line whose number is stored already would be dropped as a retried batch's)."""
+        try:
+            stored = await self.ex.logs.logs.read(self.run_id, name, attempt)
+        except StoreError:
+            return  # its lines may clash with stored ones (and are dropped): not its outcome
+        # the lines were numbered 1..n as they were written (a LogLine has no number)
+        last = sum(1 for line in stored if line.generation == generation)
+        if last:
+            live.log.give_back(last + 1, [])  # nothing taken back: only the numbering
+
+    async def _submission_key(self, name: str, generation: int, attempt: int) -> str:
+        """The idempotency key of this attempt's submission: its own, or an earlier
+        attempt's that may have submitted without recording it
+        (:func:`~durable.runtime.tasks.waiting.submission_attempt`)."""
+        assert self.state is not None
+        base = f"{self.run_id}/{name}/{generation}"
+        previous = self.state.tasks[name].error  # the attempt before's, until this one ends
+        if attempt == 1 or previous is None or previous.type not in waiting.REUSE_KEY:
+            return f"{base}/{attempt}"
+        records = await self.ex.store.read_stream(self.stream)
+        return f"{base}/{waiting.submission_attempt(records, name, generation, attempt)}"
+
     async def _wait(
         self,
         spec: TaskSpec,
@@ -441,36 +474,57 @@ class RunDriver:
         ctx: TaskContext,
         result: AttemptResult,
         holds: list[bool],
-    ) -> None:
+    ) -> bool:
         """Submit (unless the log has the job already), record, give the slot back, then
         poll until done, failed, or out of time (see :mod:`durable.runtime.tasks.waiting`).
+
+        Returns whether ``result`` is the attempt's outcome to record (False: the executor
+        is stopping, the work is left for the next one).
         """
         assert self.state is not None
         name = result.task
         resources = self.ex.resources
         job = self.state.tasks[name].job
         if job is None:
+            try:
+                key = await self._submission_key(name, result.generation, result.attempt)
+            except StoreError as exc:
+                # nothing submitted; the next attempt's key goes as far back as this one's
+                result.error = ErrorInfo(
+                    type=waiting.UNANSWERED,
+                    message=f"nothing submitted: the key could not be chosen ({exc})",
+                )
+                return True
+            waiting.use_submission_key(key)
             outcome = await _guarded(waiter.submit(spec, ctx, resources), spec)
             if isinstance(outcome, ErrorInfo):
                 result.error = outcome
-                return
+                return True
             job = outcome.job
-            recorded = asyncio.get_running_loop().create_future()
-            waiting = AttemptWaiting(
+            recorded: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+            waiting_input = AttemptWaiting(
                 task=name,
                 generation=result.generation,
                 attempt=result.attempt,
                 job=job,
                 state=outcome.state,
             )
-            self.inbox.put_nowait(("waiting", waiting, recorded))
-            if not await recorded:  # the log moved on: nobody will poll this work
+            self.inbox.put_nowait(("waiting", waiting_input, recorded))
+            try:
+                in_log = await recorded
+            except asyncio.CancelledError:
+                if name in self._unwanted:  # the run was cancelled meanwhile: stop the work
+                    await asyncio.shield(_quietly(waiter.cancel(spec, job, ctx, resources), ctx))
+                raise
+            if in_log is None:
+                return False  # the executor stops: whoever takes the run over finds the key
+            if not in_log:  # the log moved on: nobody will poll this work
                 await _quietly(waiter.cancel(spec, job, ctx, resources), ctx)
                 result.error = ErrorInfo(type="Superseded", message="the attempt was ended")
-                return
-            ctx.log.info(f"submitted; waiting ({outcome.state or 'submitted'}): {job}")
+                return True
+            ctx.log.info(f"submitted; waiting ({outcome.state or 'submitted'}): {_show(job)}")
         else:
-            ctx.log.info(f"resumed waiting on {job}")
+            ctx.log.info(f"resumed waiting on {_show(job)}")
         if holds[0]:
             holds[0] = False
             self.ex.slots.give()  # waiting holds no slot
@@ -489,14 +543,18 @@ class RunDriver:
                     left = (deadline - self.ex.clock()).total_seconds()
                     if left <= 0:
                         await _quietly(waiter.cancel(spec, job, ctx, resources), ctx)
-                        message = f"timed out after {spec.timeout:g} s"
+                        message = f"timed out after {spec.timeout:g} s (from its recorded start)"
                         if isinstance(spec, SensorTask) and spec.soft_fail is True:
                             result.skipped = f"{message} (soft_fail)"
                         else:
+                            # a sensor's timeout is its whole budget; other work's timeout
+                            # is an attempt's, retried as the task's policy says
                             result.error = ErrorInfo(
-                                type="TaskTimeout", message=message, retryable=False
+                                type="TaskTimeout",
+                                message=message,
+                                retryable=not isinstance(spec, SensorTask),
                             )
-                        return
+                        return True
                     delay = min(delay, left)
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -509,7 +567,7 @@ class RunDriver:
                     result.error = ErrorInfo(
                         type=exc.type, message=exc.message, retryable=exc.retryable
                     )
-                    return
+                    return True
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a passing trouble: the next poll tries again
@@ -522,7 +580,7 @@ class RunDriver:
                         result.error = ErrorInfo(type=type(exc).__name__, message=str(exc))
                     else:
                         result.output = polled.output
-                    return
+                    return True
                 if polled.state and polled.state != last_state:
                     ctx.log.info(f"state: {polled.state}")
                     last_state = polled.state
@@ -532,30 +590,29 @@ class RunDriver:
             raise  # an executor that only stops leaves it running for the next one
 
     async def _record_waiting(
-        self, waiting: AttemptWaiting, recorded: asyncio.Future[bool]
+        self, waiting_input: AttemptWaiting, recorded: asyncio.Future[bool | None]
     ) -> None:
         """Append a submission's ``task_waiting``; tell its attempt whether it is in the
-        log (False: the attempt is no longer current, so its work is nobody's)."""
+        log: True; False when the attempt is no longer current (its work is nobody's);
+        None when this executor stops first (the work is left to whoever takes over)."""
+        outcome: bool | None = None
         try:
             while self._stop is None:
                 assert self.state is not None
-                t = self.state.tasks[waiting.task]
+                t = self.state.tasks[waiting_input.task]
                 if t.status != "running" or (t.generation, t.attempt) != (
-                    waiting.generation,
-                    waiting.attempt,
+                    waiting_input.generation,
+                    waiting_input.attempt,
                 ):
+                    outcome = False
                     break
-                if t.job is not None or await self._advance([waiting]):
+                if t.job is not None:
+                    outcome = True
                     break
+                await self._advance([waiting_input])  # then the loop looks at the log again
         finally:
-            assert self.state is not None
-            t = self.state.tasks[waiting.task]
             if not recorded.done():
-                recorded.set_result(
-                    t.job is not None
-                    and t.status == "running"
-                    and (t.generation, t.attempt) == (waiting.generation, waiting.attempt)
-                )
+                recorded.set_result(outcome)
 
     async def _record_result(self, result: AttemptResult) -> None:
         while self._stop is None:
@@ -683,6 +740,11 @@ async def _guarded(call: Awaitable[Submitted], spec: TaskSpec) -> Submitted | Er
             message=str(exc),
             traceback="".join(traceback.format_exception(exc)[-8:]),
         )
+
+
+def _show(job: dict[str, Any]) -> str:
+    """A recorded job, for the task log."""
+    return msgspec.json.encode(job).decode()
 
 
 async def _quietly(call: Awaitable[None], ctx: TaskContext) -> None:

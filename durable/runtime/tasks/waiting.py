@@ -13,21 +13,54 @@ the work; an executor that only stops leaves it running for the next one.
 
 Each kind is a :class:`Waiter`: ``submit``, ``poll``, ``cancel`` and the interval
 between polls. :func:`waiter_for` finds a task's.
+
+A submission carries an idempotency key (:func:`submission_key`) that a server honouring
+it uses to start at most one job per key. It is ``run/task/generation/attempt``, except
+that an attempt following one that may have submitted without recording it (its
+executor was lost, its submission got no answer or timed out) reuses that attempt's
+key: a crash between the server's answer and the commit of ``task_waiting`` then finds
+the same job again instead of starting a second one.
 """
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from durable.core.events import Recorded, TaskRetryScheduled, TaskStarted, TaskWaiting
+from durable.core.step import EXECUTOR_LOST
 from durable.core.tasks import TaskSpec
 
 if TYPE_CHECKING:
     from durable.runtime.tasks import Resources
     from durable.workflows.context import TaskContext
 
-__all__ = ["Done", "Pending", "Submitted", "Waiter", "waiter_for"]
+__all__ = [
+    "UNANSWERED",
+    "Done",
+    "Pending",
+    "Submitted",
+    "Waiter",
+    "backoff",
+    "register",
+    "submission_attempt",
+    "submission_key",
+    "waiter_for",
+]
+
+UNANSWERED = "SubmitUnanswered"
+"""The error type of an attempt whose submission got no answer (it may have started the
+work): the next attempt submits with the same key."""
+REUSE_KEY: frozenset[str] = frozenset({EXECUTOR_LOST, UNANSWERED, "TaskTimeout"})
+"""Ends of an attempt after which its submission may exist unrecorded (when it recorded
+no ``task_waiting``: a timeout while submitting, say, not while polling)."""
+
+_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "durable_submission_key", default=None
+)
 
 
 class Submitted(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +105,7 @@ class Waiter(Protocol):
 
 
 _WAITERS: dict[str, Waiter] = {}
+_loaded: list[bool] = []
 
 
 def register(kind: str, waiter: Waiter) -> None:
@@ -81,9 +115,53 @@ def register(kind: str, waiter: Waiter) -> None:
 
 def waiter_for(spec: TaskSpec) -> Waiter | None:
     """The waiter of ``spec``'s kind, or None when its attempts run in one go."""
-    if not _WAITERS:
+    if not _loaded:  # not "no waiter yet": one module may have been imported directly
         _load()
+        _loaded.append(True)
     return _WAITERS.get(spec.kind)
+
+
+def submission_key(ctx: TaskContext) -> str:
+    """The idempotency key of the submission the current attempt makes: the one the driver
+    chose (:func:`submission_attempt`), else ``run/task/generation/attempt``."""
+    return _KEY.get() or f"{ctx.idempotency_key}/{ctx.attempt}"
+
+
+def use_submission_key(key: str) -> None:
+    """Set the key of the current attempt's submission (the driver, in the attempt's own
+    asyncio task, before it calls ``submit``)."""
+    _KEY.set(key)
+
+
+def submission_attempt(
+    records: Iterable[Recorded], task: str, generation: int, attempt: int
+) -> int:
+    """The attempt whose key ``attempt`` of ``task`` submits with: its own, or that of the
+    attempt before when that one may have submitted without recording it (it ended lost,
+    unanswered or timed out — :data:`REUSE_KEY` — with no ``task_waiting``), and so on
+    back. Pure."""
+    waited: set[int] = set()
+    ended: dict[int, str] = {}
+    started: set[int] = set()
+    for r in records:
+        e = r.event
+        if getattr(e, "task", None) != task or getattr(e, "generation", None) != generation:
+            continue
+        if isinstance(e, TaskStarted):
+            started.add(e.attempt)
+        elif isinstance(e, TaskWaiting):
+            waited.add(e.attempt)
+        elif isinstance(e, TaskRetryScheduled):
+            ended[e.attempt] = e.error.type
+    key = attempt
+    while (
+        key > 1
+        and (key - 1) in started
+        and (key - 1) not in waited
+        and ended.get(key - 1) in REUSE_KEY
+    ):
+        key -= 1
+    return key
 
 
 def _load() -> None:
