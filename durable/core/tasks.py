@@ -10,7 +10,7 @@ not change with this typed form.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, get_args
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -18,6 +18,7 @@ from msgspec import UNSET, UnsetType
 from durable.core.errors import DurableError
 from durable.core.events import TriggerRule
 from durable.core.retry import RetryPolicy
+from durable.core.state import RunStatus
 
 __all__ = [
     "COMMON_FIELDS",
@@ -421,6 +422,18 @@ def _check_values(task: TaskSpec) -> None:
                 raise TaskDefinitionError(
                     f"sensor {task.name!r}: s3 needs exactly one of 'key' and 'prefix'"
                 )
+            min_size = UNSET if isinstance(s3, UnsetType) else s3.min_size
+            if not isinstance(min_size, UnsetType) and min_size < 0:
+                raise TaskDefinitionError(
+                    f"sensor {task.name!r}: s3.min_size must be >= 0, not {min_size!r}"
+                )
+            status = UNSET if isinstance(task.run, UnsetType) else task.run.status
+            statuses = get_args(RunStatus)
+            if not isinstance(status, UnsetType) and status not in statuses:
+                raise TaskDefinitionError(
+                    f"sensor {task.name!r}: run.status {status!r} is not a run status",
+                    hint=f"one of {', '.join(statuses)}",
+                )
         case DbtTask():
             if not isinstance(task.mode, UnsetType) and task.mode not in ("node", "watched"):
                 raise TaskDefinitionError(
@@ -496,6 +509,23 @@ def _sensor_conditions(name: Any, config: dict[str, Any]) -> dict[str, Any]:
         try:
             out[field] = msgspec.convert(out[field], struct)
         except msgspec.ValidationError as exc:
+            text = str(exc)
+            fields = ", ".join(struct.__struct_fields__)
+            for problem, say in (
+                ("Object contains unknown field `", "unknown field {} in {}"),
+                ("Object missing required field `", "{1} needs {0}"),
+            ):
+                if text.startswith(problem):
+                    what = repr(text.removeprefix(problem).rstrip("`"))
+                    raise TaskDefinitionError(
+                        f"sensor {name!r}: {say.format(what, field)}",
+                        hint=f"{field} takes: {fields}",
+                    ) from None
+            if text.startswith("Expected `object`"):
+                raise TaskDefinitionError(
+                    f"sensor {name!r}: {field} must be a mapping, not {out[field]!r}",
+                    hint=f"{field} takes: {fields}",
+                ) from None
             raise TaskDefinitionError(f"sensor {name!r}: {field}.{_field_error(exc)}") from None
     return out
 
