@@ -86,6 +86,11 @@ def create_app(
         metrics.store.watch(store)  # on the loop that serves: the gauges read from it
 
     app.on_startup.append(watch_store)
+
+    async def close_archives(app: web.Application) -> None:
+        await deps.archives.close()  # its S3 clients
+
+    app.on_cleanup.append(close_archives)
     if owned:
 
         async def shut_down(app: web.Application) -> None:

@@ -42,7 +42,7 @@ from durable.core.history import dump_line, read_history_lines
 from durable.core.runs_view import RunRow
 from durable.core.state import RunState
 from durable.store.base import EventStore
-from durable.store.objects import ObjectStore, read_object
+from durable.store.objects import ObjectStore, open_objects, read_object, split_s3_uri
 from durable.store.rows import ArchivedLogLine, ArchivedRun, LogLine, NewArchive
 
 __all__ = [
@@ -203,7 +203,7 @@ async def archive_runs(
     finished_before: datetime,
     *,
     limit: int | None = None,
-    concurrency: int = 8,
+    concurrency: int = 16,
     progress: Callable[[int, int, ArchiveReport], None] | None = None,
 ) -> ArchiveReport:
     """Archive the runs that finished before ``finished_before`` (at most ``limit``), a
@@ -273,7 +273,8 @@ async def archive_runs(
 
 class ArchiveReader:
     """Reads archived runs back, each file checked against its tombstone (sha256 and
-    count); keeps the last ``cache`` files read (an archived run's files never change)."""
+    count); keeps the last ``cache`` files read (an archived run's files never change)
+    and one S3 client per bucket, open until :meth:`close`."""
 
     def __init__(self, environ: Mapping[str, str] | None = None, *, cache: int = 64) -> None:
         self._environ = environ
@@ -281,9 +282,36 @@ class ArchiveReader:
         self._cache: OrderedDict[tuple[str, str], list[Recorded] | list[ArchivedLogLine]] = (
             OrderedDict()
         )
+        self._buckets: dict[str, ObjectStore] = {}
+        self._opening = asyncio.Lock()
+
+    async def __aenter__(self) -> ArchiveReader:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the S3 clients it opened."""
+        buckets, self._buckets = self._buckets, {}
+        for objects in buckets.values():
+            await objects.__aexit__(None, None, None)
+
+    async def _fetch(self, uri: str) -> bytes:
+        if not uri.startswith("s3://"):
+            return await read_object(uri, self._environ)
+        bucket, key = split_s3_uri(uri)
+        objects = self._buckets.get(bucket)
+        if objects is None:
+            async with self._opening:
+                objects = self._buckets.get(bucket)
+                if objects is None:
+                    objects = await open_objects(f"s3://{bucket}", self._environ).__aenter__()
+                    self._buckets[bucket] = objects
+        return await objects.get(key)
 
     async def _read(self, uri: str, digest: str) -> bytes:
-        data = await read_object(uri, self._environ)
+        data = await self._fetch(uri)
         if hashlib.sha256(data).hexdigest() != digest:
             raise ArchiveError(
                 f"the archive file {uri} does not match its checksum: it was changed or damaged",

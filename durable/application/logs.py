@@ -82,11 +82,15 @@ async def follow_logs(
                 raise StreamNotFound(stream, what=f"run {run_id}")
             # archived: it has ended, every line is in its archive
             reader = archives or ArchiveReader()
-            state = fold(await reader.events(archive))
-            assert state is not None  # an archive holds a whole run
-            lines = await run_logs(
-                store, run_id, reader, task=task, attempt=attempt, after=after, archive=archive
-            )
+            try:
+                state = fold(await reader.events(archive))
+                assert state is not None  # an archive holds a whole run
+                lines = await run_logs(
+                    store, run_id, reader, task=task, attempt=attempt, after=after, archive=archive
+                )
+            finally:
+                if archives is None:  # its own: closed here
+                    await reader.close()
             if lines:
                 yield lines
             yield logs_ended(state, task) or LogsEnded(status=state.status, task=task)

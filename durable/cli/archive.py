@@ -156,7 +156,8 @@ def restore(ctx: Context, run_id: str) -> None:
     (same seqs, positions and commit times). Its archive files are left in place."""
 
     async def go(store: EventStore) -> ArchivedRun:
-        return await restore_run(store, run_id, ArchiveReader())
+        async with ArchiveReader() as reader:
+            return await restore_run(store, run_id, reader)
 
     done = ctx.run(go)
     logs = f" and {done.log_lines} log lines" if done.log_lines else ""

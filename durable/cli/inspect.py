@@ -62,7 +62,8 @@ def progress_bar(description: str) -> Progress:
 async def load_run(store: EventStore, run_id: str) -> tuple[list[Recorded], ArchivedRun | None]:
     """A run's whole history, from the log or its archive, and its tombstone when it is
     archived; an unknown id is one clear error naming the run."""
-    records, archive = await run_history(store, run_id, ArchiveReader())
+    async with ArchiveReader() as reader:
+        records, archive = await run_history(store, run_id, reader)
     if not records:
         raise StreamNotFound(run_stream(run_id), what=f"run {run_id!r}")
     return records, archive
@@ -230,7 +231,8 @@ def import_(ctx: Context, file: Path) -> None:
                 if not existing and stream_id.startswith("run:"):
                     archive = await store.archives.get(stream_id[4:])
                 if archive is not None:
-                    existing = await ArchiveReader().events(archive)
+                    async with ArchiveReader() as reader:
+                        existing = await reader.events(archive)
                 if existing:
                     if [r.event for r in existing] == [r.event for r in recs]:
                         said = "archived" if archive is not None else "imported"

@@ -265,9 +265,10 @@ def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None, follo
     async def read(store: EventStore) -> list[LogLine]:
         archive = await check(store)
         archived_note(archive)
-        return await run_logs(
-            store, run_id, ArchiveReader(), task=task, attempt=attempt, archive=archive
-        )
+        async with ArchiveReader() as reader:
+            return await run_logs(
+                store, run_id, reader, task=task, attempt=attempt, archive=archive
+            )
 
     async def tail(store: EventStore) -> None:
         await check(store)

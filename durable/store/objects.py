@@ -15,14 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from durable.core.errors import ArchiveError
 
-__all__ = ["ObjectStore", "open_objects", "read_object", "split_s3_uri"]
+__all__ = ["WRITERS", "ObjectStore", "open_objects", "read_object", "split_s3_uri"]
+
+T = TypeVar("T")
+WRITERS = 16
+"""Files a directory store writes at once."""
 
 
 class ObjectStore(Protocol):
@@ -84,7 +89,9 @@ async def read_object(uri: str, environ: Mapping[str, str] | None = None) -> byt
 
 
 class DirObjects:
-    """Files in a directory (created when missing)."""
+    """Files in a directory (created when missing). Writes run in threads of its own,
+    many at once: each file is flushed to disk before the tombstone naming it is
+    recorded, and concurrent flushes share the file system's journal commits."""
 
     def __init__(self, uri: str) -> None:
         if not uri.strip():
@@ -92,19 +99,28 @@ class DirObjects:
         self.root = Path(uri.removeprefix("file://")).expanduser().resolve()
         self.base = str(self.root)
         self._unsynced: set[Path] = set()
+        self._threads: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> DirObjects:
+        self._threads = ThreadPoolExecutor(WRITERS, thread_name_prefix="durable-archive")
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        return None
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
+
+    async def _in_thread(self, work: Callable[[], T]) -> T:
+        if self._threads is None:
+            return await asyncio.to_thread(work)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, work)
 
     def uri(self, key: str) -> str:
         return str(self.root / key)
 
     async def put(self, key: str, data: bytes) -> str:
         try:
-            await asyncio.to_thread(self._put, self.root / key, data)
+            await self._in_thread(lambda: self._put(self.root / key, data))
         except OSError as exc:
             raise ArchiveError(
                 f"cannot write {self.root / key}: {exc.strerror or exc}",
@@ -130,14 +146,14 @@ class DirObjects:
         # a rename is durable once its directory is: before any event is deleted
         dirs, self._unsynced = self._unsynced, set()
         try:
-            await asyncio.to_thread(_fsync_dirs, sorted(dirs))
+            await self._in_thread(lambda: _fsync_dirs(sorted(dirs)))
         except OSError as exc:
             raise ArchiveError(f"cannot flush {self.root}: {exc.strerror or exc}") from exc
 
     async def get(self, key: str) -> bytes:
         path = self.root / key
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return await self._in_thread(path.read_bytes)
         except FileNotFoundError:
             raise ArchiveError(
                 f"the archive file {path} is missing",
