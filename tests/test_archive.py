@@ -254,6 +254,7 @@ def _views(cli: Callable[..., Any], run_id: str) -> dict[str, str]:
         "logs": cli("logs", run_id),
         "load logs": cli("logs", run_id, "load", "--attempt", "1"),
         "follow": cli("logs", run_id, "--follow"),
+        "trace": cli("trace", run_id, "--json"),
     }
     for name, result in views.items():
         assert result.exit_code == 0, (name, result.output)
@@ -286,12 +287,8 @@ def test_round_trip_through_a_directory(cli: Any, database_url: str, tmp_path: P
     assert all(str(f).startswith("daily_sales/") for f in events)
     one = next(f for f in events if f.name.startswith(EXAMPLE_RUN))
     path = tmp_path / "archive" / one
-    assert (
-        one.name
-        == Path(
-            archive_key("daily_sales", EXAMPLE_RUN, hashlib.sha256(path.read_bytes()).hexdigest())
-        ).name
-    )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert str(one) == archive_key("daily_sales", EXAMPLE_RUN, digest)  # named by its content
     assert gzip.decompress(path.read_bytes()).decode() == before[EXAMPLE_RUN]["export"]
     replayed = cli("replay", "--file", str(path), "--json")  # an archive file is an export
     assert replayed.stdout == before[EXAMPLE_RUN]["replay"]
@@ -369,6 +366,10 @@ def test_bad_input_is_one_clear_line(cli: Any, tmp_path: Path) -> None:
     nowhere = cli("archive", "--older-than", "30d")
     assert nowhere.exit_code == 2 and "give --to DIR or --to s3://BUCKET/PREFIX" in nowhere.stderr
     assert "no run 'nope'" in cli("restore", "nope").stderr
+    half = cli("up", "--archive-older-than", "30d")
+    assert half.exit_code == 2 and "--archive-older-than needs --archive-to" in half.stderr
+    odd = cli("up", "--archive-older-than", "a month", "--archive-to", str(tmp_path))
+    assert odd.exit_code == 2 and "'a month' is not an age" in odd.stderr
     (tmp_path / "file").write_text("")
     blocked = cli("archive", "--older-than", "0s", "--to", str(tmp_path / "file"))
     assert blocked.exit_code == 2 and "Traceback" not in blocked.output

@@ -1,12 +1,13 @@
 """The log's life cycle: finished runs' histories moved out of PostgreSQL into archive
 files, read back from there wherever a run is read, and restored.
 
-Archiving a run writes its events as gzip JSON lines in the export format (``durable
-replay --file`` and ``durable import`` read them) and its task log lines as a second
-file when it has any, reads both back and checks them (checksum, count), and only then
-— in one transaction — records the tombstone and deletes the events and lines. A crash
-anywhere leaves the run intact (a file may be written already: the next pass writes the
-same bytes under the same name) or archived, never neither.
+Archiving goes a page of runs at a time. Each run's events are written as gzip JSON
+lines in the export format (``durable replay --file`` and ``durable import`` read them),
+its task log lines as a second file when it has any; each file is read back and checked
+(sha256, line count); the page's files are made durable; and only then, in one
+transaction, the page's tombstones are recorded and their events and lines deleted. A
+crash anywhere leaves each run intact (a file may be written already: the next pass
+writes the same bytes under the same name) or archived, never neither.
 
 Files are named by their content: ``<workflow>/<run>.<sha256 prefix>.jsonl.gz`` (and
 ``….logs.jsonl.gz``). Two passes archiving the same history write the same bytes to the
