@@ -22,11 +22,14 @@ from aiohttp import web
 
 from durable.api.routes import ROUTES
 from durable.api.routing import MAX_BODY, Answer, ApiError, Call, Deps, Route, bearer, problem
+from durable.application.archive import ArchiveReader
 from durable.core.commands import CommandRejected, UnknownTask
 from durable.core.errors import (
+    ArchiveError,
     ConcurrencyConflict,
     DurableError,
     MalformedEvent,
+    RunArchived,
     StoreUnavailable,
     StreamNotFound,
 )
@@ -65,7 +68,14 @@ def create_app(
     env = os.environ if environ is None else environ
     owned = telemetry is None
     metrics = Telemetry(env) if telemetry is None else telemetry
-    deps = Deps(store=store, registry=registry, clock=clock, environ=env, telemetry=metrics)
+    deps = Deps(
+        store=store,
+        registry=registry,
+        clock=clock,
+        environ=env,
+        telemetry=metrics,
+        archives=ArchiveReader(env),
+    )
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors(metrics.http)])
     for r in ROUTES:
         app.router.add_route(r.method, r.path, _endpoint(deps, r))
@@ -76,6 +86,11 @@ def create_app(
         metrics.store.watch(store)  # on the loop that serves: the gauges read from it
 
     app.on_startup.append(watch_store)
+
+    async def close_archives(app: web.Application) -> None:
+        await deps.archives.close()  # its S3 clients
+
+    app.on_cleanup.append(close_archives)
     if owned:
 
         async def shut_down(app: web.Application) -> None:
@@ -180,6 +195,13 @@ async def _answer(request: web.Request, handler: Endpoint) -> web.StreamResponse
         return problem(409, "not possible now", str(exc))
     except ConcurrencyConflict as exc:
         return problem(409, "conflict", str(exc))
+    except RunArchived as exc:
+        return problem(409, "run archived", str(exc))
+    except ArchiveError as exc:
+        response = problem(503, "archive unavailable", str(exc))
+        if exc.retryable:
+            response.headers["Retry-After"] = "5"
+        return response
     except StoreUnavailable as exc:
         response = problem(503, "database unavailable", str(exc))
         response.headers["Retry-After"] = "1"

@@ -9,8 +9,9 @@ from typing import Any
 
 from durable.api import schemas as s
 from durable.api.routing import V1, ApiError, Call, resource, route
+from durable.application.archive import run_history
 from durable.core.attempts_view import AttemptsView, attempts_of
-from durable.core.events import Trigger, run_stream
+from durable.core.events import Trigger
 from durable.core.state import RunState
 
 __all__ = ["ROUTES", "trigger_detail", "trigger_view"]
@@ -91,7 +92,8 @@ def trigger_detail(trigger: Trigger, key: str | None, workflow: str) -> dict[str
 )
 async def run_attempts(call: Call[None, None]) -> AttemptsView:
     run_id = call.path_id("run_id", "run")
-    view = attempts_of(await call.deps.store.read_stream(run_stream(run_id)))
+    records, _ = await run_history(call.deps.store, run_id, call.deps.archives)
+    view = attempts_of(records)
     if view is None:
         raise ApiError(404, "no such run", f"run {run_id!r} does not exist")
     return view

@@ -11,7 +11,8 @@ from aiohttp import web
 
 from durable.api import schemas as s
 from durable.api.routing import V1, ApiError, Call, Header, Route, event_stream, resource, route
-from durable.api.runs import load_state, run_id_of
+from durable.api.runs import load_run, run_id_of
+from durable.application.archive import run_logs as stored_lines
 from durable.application.logs import LogsEnded, follow_logs
 from durable.core.state import RunState
 from durable.store.rows import LogLine as StoredLine
@@ -59,11 +60,18 @@ def _line(r: StoredLine) -> s.LogLine:
     errors=(400, 404),
 )
 async def run_logs(call: Call[None, s.LogsQuery]) -> s.LogPage:
-    query, store = call.query, call.deps.store
-    state = await load_state(store, run_id_of(call))
+    query, store, archives = call.query, call.deps.store, call.deps.archives
+    state, archive = await load_run(store, archives, run_id_of(call))
     _check_task(state, query.task)
-    found = await store.logs.read(
-        state.run_id, query.task, query.attempt, query.limit + 1, query.after
+    found = await stored_lines(
+        store,
+        state.run_id,
+        archives,
+        task=query.task,
+        attempt=query.attempt,
+        limit=query.limit + 1,
+        after=query.after,
+        archive=archive,
     )
     page = found[: query.limit]
     return s.LogPage(
@@ -87,7 +95,7 @@ async def run_logs(call: Call[None, s.LogsQuery]) -> s.LogPage:
 )
 async def run_log_stream(call: Call[None, s.LogStreamQuery]) -> web.StreamResponse:
     query, store, request = call.query, call.deps.store, call.request
-    state = await load_state(store, run_id_of(call))
+    state, _ = await load_run(store, call.deps.archives, run_id_of(call))
     _check_task(state, query.task)
     after = query.after
     last_id = request.headers.get("Last-Event-ID", "").strip()
@@ -101,7 +109,12 @@ async def run_log_stream(call: Call[None, s.LogStreamQuery]) -> web.StreamRespon
     encoder = msgspec.json.Encoder()
     quiet_since = time.monotonic()
     following = follow_logs(
-        store, state.run_id, task=query.task, attempt=query.attempt, after=after
+        store,
+        state.run_id,
+        task=query.task,
+        attempt=query.attempt,
+        after=after,
+        archives=call.deps.archives,
     )
     with contextlib.suppress(ConnectionResetError):  # the client left mid-write
         async with contextlib.aclosing(following):

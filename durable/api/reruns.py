@@ -42,7 +42,7 @@ async def rerun_run(call: Call[s.RerunBody, None]) -> s.RerunResult:
         by=call.by,
         queue=body.queue,
     )
-    state = await load_state(store, run_id)
+    state = await load_state(store, run_id, archives=call.deps.archives)
     if body.dry_run:
         decide_command(state, command)  # refuses what the real rerun would refuse
         chosen, kept = rerun_plan(

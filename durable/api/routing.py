@@ -17,13 +17,14 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from durable.application.archive import ArchiveReader
 from durable.application.tokens import TokenInfo, authenticate, grants
 from durable.core.spec import DefinitionError, WorkflowSpec
 from durable.store.base import EventStore
@@ -178,6 +179,8 @@ class Deps:
     """Where webhook secrets are read from."""
     telemetry: Telemetry
     """The process's metrics (``/metrics`` renders them)."""
+    archives: ArchiveReader = field(default_factory=ArchiveReader)
+    """Reads archived runs back (and keeps the last ones read)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,9 @@
 """``/api/v1/runs``: listing runs, a run's detail, events (pages and a live server-sent
 event stream), waiting for the end, and the operator's commands (cancel, pause, resume).
-Task logs are in :mod:`durable.api.logs`, reruns in :mod:`durable.api.reruns`."""
+Task logs are in :mod:`durable.api.logs`, reruns in :mod:`durable.api.reruns`.
+
+An archived run reads the same, from its archive (its ``archived`` field says where);
+a command on it is refused (409)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from aiohttp import web
 from durable.api import schemas as s
 from durable.api.history import trigger_view
 from durable.api.routing import V1, ApiError, Call, event_stream, resource, route
+from durable.application.archive import ArchiveReader, run_history
 from durable.application.commands import apply_command
 from durable.core.decide import Cancel, Command, Pause, Resume
 from durable.core.events import REGISTRY, Recorded, run_stream
@@ -24,22 +28,51 @@ from durable.core.history import ExportedEvent
 from durable.core.runs_view import RunRow, row_from_state
 from durable.core.state import RunState
 from durable.store.base import EventStore, RunFilter
+from durable.store.rows import ArchivedRun
 
-__all__ = ["ROUTES", "exported", "load_state", "run_detail", "run_id_of"]
+__all__ = [
+    "ROUTES",
+    "archive_view",
+    "exported",
+    "load_run",
+    "load_state",
+    "run_detail",
+    "run_id_of",
+]
 
 _COMMAND_ERRORS = (400, 404, 409)
 
 
-async def load_state(store: EventStore, run_id: str, at_seq: int | None = None) -> RunState:
-    """The run's state folded from its log, or from its events up to ``at_seq`` (404 when
-    it has none)."""
-    records = await store.read_stream(run_stream(run_id))
+async def load_run(
+    store: EventStore, archives: ArchiveReader, run_id: str, at_seq: int | None = None
+) -> tuple[RunState, ArchivedRun | None]:
+    """The run's state folded from its log (or its archive), or from its events up to
+    ``at_seq`` (404 when it has none), and its tombstone when it is archived."""
+    records, archive = await run_history(store, run_id, archives)
     if at_seq is not None:
         records = [r for r in records if r.seq <= at_seq]
     state = fold(records)
     if state is None:
         raise ApiError(404, "no such run", f"run {run_id!r} does not exist")
-    return state
+    return state, archive
+
+
+async def load_state(
+    store: EventStore, run_id: str, at_seq: int | None = None, *, archives: ArchiveReader
+) -> RunState:
+    """The run's state folded from its log or archive (:func:`load_run`)."""
+    return (await load_run(store, archives, run_id, at_seq))[0]
+
+
+def archive_view(archive: ArchivedRun | None) -> s.ArchiveView | None:
+    if archive is None:
+        return None
+    return s.ArchiveView(
+        uri=archive.uri,
+        archived_at=archive.archived_at,
+        events=archive.events,
+        logs_uri=archive.logs_uri,
+    )
 
 
 def run_id_of(call: Call[Any, Any]) -> str:
@@ -47,8 +80,9 @@ def run_id_of(call: Call[Any, Any]) -> str:
     return call.path_id("run_id", "run")
 
 
-def run_detail(state: RunState) -> s.RunDetail:
-    """A run as the API shows it: its row and every task's status, timing and output."""
+def run_detail(state: RunState, archive: ArchivedRun | None = None) -> s.RunDetail:
+    """A run as the API shows it: its row and every task's status, timing and output,
+    and where it is archived, if it is."""
     tasks = []
     for t in state.tasks.values():
         took = (
@@ -87,6 +121,7 @@ def run_detail(state: RunState) -> s.RunDetail:
         reruns=list(state.reruns),
         tasks=tasks,
         trigger=trigger_view(state),
+        archived=archive_view(archive),
     )
 
 
@@ -145,7 +180,14 @@ async def list_runs(call: Call[None, s.RunsQuery]) -> s.RunPage:
     )
     page = rows[: query.limit]
     more = len(rows) > query.limit
-    return s.RunPage(runs=page, next_cursor=_encode_cursor(page[-1]) if more else None)
+    archived = await call.deps.store.archives.of([r.run_id for r in page])
+    return s.RunPage(
+        runs=[
+            s.RunSummary(**msgspec.structs.asdict(r), archived=archive_view(archived.get(r.run_id)))
+            for r in page
+        ],
+        next_cursor=_encode_cursor(page[-1]) if more else None,
+    )
 
 
 @route(
@@ -159,7 +201,10 @@ async def list_runs(call: Call[None, s.RunsQuery]) -> s.RunPage:
     errors=(400, 404),
 )
 async def get_run(call: Call[None, s.RunQuery]) -> s.RunDetail:
-    return run_detail(await load_state(call.deps.store, run_id_of(call), call.query.at_seq))
+    deps = call.deps
+    return run_detail(
+        *await load_run(deps.store, deps.archives, run_id_of(call), call.query.at_seq)
+    )
 
 
 @route(
@@ -174,8 +219,13 @@ async def get_run(call: Call[None, s.RunQuery]) -> s.RunDetail:
 async def run_events(call: Call[None, s.EventsQuery]) -> s.EventPage:
     run_id, store, query = run_id_of(call), call.deps.store, call.query
     records = await store.read_stream(run_stream(run_id), query.after)
-    if not records and not await store.get_run(run_id):
-        raise ApiError(404, "no such run", f"run {run_id!r} does not exist")
+    if not records:
+        row = await store.get_run(run_id)
+        if row is None:
+            raise ApiError(404, "no such run", f"run {run_id!r} does not exist")
+        if row.last_seq > query.after:  # archived: its events are in its archive
+            everything, _ = await run_history(store, run_id, call.deps.archives)
+            records = [r for r in everything if r.seq > query.after]
     page = records[: query.limit]
     return s.EventPage(
         events=[exported(r) for r in page],
@@ -197,7 +247,7 @@ async def run_events(call: Call[None, s.EventsQuery]) -> s.EventPage:
 async def run_event_stream(call: Call[None, s.EventsQuery]) -> web.StreamResponse:
     run_id, store, request = run_id_of(call), call.deps.store, call.request
     stream = run_stream(run_id)
-    records = await store.read_stream(stream)
+    records, _ = await run_history(store, run_id, call.deps.archives)  # archived: it has ended
     if not records:
         raise ApiError(404, "no such run", f"run {run_id!r} does not exist")
     after = call.query.after
@@ -250,7 +300,7 @@ async def wait_run(call: Call[None, s.WaitQuery]) -> s.RunDetail:
             raise ApiError(404, "no such run", f"run {run_id!r} does not exist")
         left = deadline - time.monotonic()
         if row.status in ("succeeded", "failed", "cancelled") or left <= 0:
-            return run_detail(await load_state(store, run_id))
+            return run_detail(*await load_run(store, call.deps.archives, run_id))
         await store.wait_for_events(position, min(left, 5.0))
 
 

@@ -18,6 +18,7 @@ from durable.core.runs_view import RunRow
 from durable.core.state import RunStatus, TaskStatus
 
 __all__ = [
+    "ArchiveView",
     "AssetList",
     "AssetProducer",
     "AssetUpdateView",
@@ -289,8 +290,23 @@ class RunsQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``next_cursor`` of the previous page."""
 
 
-RunSummary = RunRow
-"""A run as listed: the row of the ``runs`` read model."""
+class ArchiveView(msgspec.Struct, kw_only=True):
+    """Where an archived run's history is: its events (and task logs) left PostgreSQL
+    for these files; it is read from them, and cannot change until restored."""
+
+    uri: str
+    """The events file: gzip JSON lines, as ``durable export`` writes them."""
+    archived_at: datetime
+    events: int
+    logs_uri: str | None
+    """Its task log lines (None: it had none)."""
+
+
+class RunSummary(RunRow, frozen=True, kw_only=True):
+    """A run as listed: the row of the ``runs`` read model."""
+
+    archived: ArchiveView | None = None
+    """Set when the run is archived (``durable restore RUN`` brings it back)."""
 
 
 class RunPage(msgspec.Struct, kw_only=True):
@@ -343,7 +359,7 @@ class TaskView(msgspec.Struct, kw_only=True):
     mapped: int | None
 
 
-class RunDetail(RunRow, frozen=True, kw_only=True):
+class RunDetail(RunSummary, frozen=True, kw_only=True):
     generation: int
     reason: str | None
     reruns: list[str]

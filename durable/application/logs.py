@@ -12,9 +12,10 @@ import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+from durable.application.archive import ArchiveReader, run_logs
 from durable.core.errors import StreamNotFound
 from durable.core.events import run_stream
-from durable.core.fold import evolve
+from durable.core.fold import evolve, fold
 from durable.core.state import RunState, RunStatus, TaskStatus
 from durable.store.base import EventStore
 from durable.store.rows import LogLine
@@ -57,6 +58,7 @@ async def follow_logs(
     attempt: int | None = None,
     after: int = 0,
     poll: float = POLL_INTERVAL,
+    archives: ArchiveReader | None = None,
 ) -> AsyncGenerator[list[LogLine] | LogsEnded, None]:
     """The run's lines with id > ``after`` (of ``task`` / ``attempt`` if given) as they
     are stored: a list of lines each round (empty when none came: the caller may send a
@@ -65,7 +67,8 @@ async def follow_logs(
 
     An attempt's last lines are stored before its outcome is appended, so the lines read
     after seeing the end are all there are (but those of an attempt stopped by a cancel,
-    stored as it stops). Raises StreamNotFound when the run does not exist.
+    stored as it stops). An archived run's lines are read from its archive (with
+    ``archives``), then its end. Raises StreamNotFound when the run does not exist.
     """
     stream = run_stream(run_id)
     state: RunState | None = None
@@ -74,7 +77,24 @@ async def follow_logs(
         for r in await store.read_stream(stream, state.last_seq if state else 0):
             state = evolve(state, r)
         if state is None:
-            raise StreamNotFound(stream, what=f"run {run_id}")
+            archive = await store.archives.get(run_id)
+            if archive is None:
+                raise StreamNotFound(stream, what=f"run {run_id}")
+            # archived: it has ended, every line is in its archive
+            reader = archives or ArchiveReader()
+            try:
+                state = fold(await reader.events(archive))
+                assert state is not None  # an archive holds a whole run
+                lines = await run_logs(
+                    store, run_id, reader, task=task, attempt=attempt, after=after, archive=archive
+                )
+            finally:
+                if archives is None:  # its own: closed here
+                    await reader.close()
+            if lines:
+                yield lines
+            yield logs_ended(state, task) or LogsEnded(status=state.status, task=task)
+            return
         ended = logs_ended(state, task)
         while True:
             lines = await store.logs.read(run_id, task, attempt, _PAGE, after)

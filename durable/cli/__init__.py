@@ -112,6 +112,7 @@ def parse_since(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+from durable.cli import archive as _archive  # noqa: E402,F401
 from durable.cli import backfills as _backfills  # noqa: E402,F401
 from durable.cli import inspect as _inspect  # noqa: E402,F401  (registers the commands)
 from durable.cli import notifications as _notifications  # noqa: E402,F401

@@ -1,4 +1,6 @@
-"""Operator commands: history, replay, export, import, runs, rebuild."""
+"""Operator commands: history, replay, export, import, runs, rebuild.
+
+An archived run reads the same (from its archive), and says so on stderr."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from durable.application.archive import ArchiveReader, run_history
 from durable.cli import Context, main, parse_since, pass_context
-from durable.cli.render import history_table, runs_table, state_view
+from durable.cli.render import history_table, runs_table, state_view, when
 from durable.core.errors import DurableError, MalformedEvent, StreamNotFound
 from durable.core.events import Recorded, run_stream
 from durable.core.fold import fold
@@ -21,12 +24,15 @@ from durable.core.runs_view import RunRow, row_from_state
 from durable.core.state import RunState
 from durable.store import RunFilter
 from durable.store.base import EventStore
+from durable.store.rows import ArchivedRun
 
 __all__ = [
+    "archived_note",
     "console",
     "export",
     "history",
     "import_",
+    "load_run",
     "progress_bar",
     "rebuild",
     "replay",
@@ -53,12 +59,30 @@ def progress_bar(description: str) -> Progress:
     )
 
 
+async def load_run(store: EventStore, run_id: str) -> tuple[list[Recorded], ArchivedRun | None]:
+    """A run's whole history, from the log or its archive, and its tombstone when it is
+    archived; an unknown id is one clear error naming the run."""
+    async with ArchiveReader() as reader:
+        records, archive = await run_history(store, run_id, reader)
+    if not records:
+        raise StreamNotFound(run_stream(run_id), what=f"run {run_id!r}")
+    return records, archive
+
+
 async def run_records(store: EventStore, run_id: str) -> list[Recorded]:
-    """A run's whole history; an unknown id is one clear error naming the run."""
-    try:
-        return await store.require_stream(run_stream(run_id))
-    except StreamNotFound as exc:
-        raise StreamNotFound(exc.stream_id, what=f"run {run_id!r}") from None
+    """A run's whole history (:func:`load_run`)."""
+    return (await load_run(store, run_id))[0]
+
+
+def archived_note(archive: ArchivedRun | None) -> None:
+    """Say on stderr that the run was read from its archive."""
+    if archive is not None:
+        click.echo(
+            f"run {archive.run_id} is archived at {archive.uri} (since "
+            f"{when(archive.archived_at)} UTC); read from there. `durable restore "
+            f"{archive.run_id}` brings it back",
+            err=True,
+        )
 
 
 @main.command()
@@ -67,14 +91,15 @@ async def run_records(store: EventStore, run_id: str) -> list[Recorded]:
 @pass_context
 def history(ctx: Context, run_id: str, as_json: bool) -> None:
     """Show a run's events: seq, time, type, task, generation, attempt, summary."""
-    records = ctx.run(lambda store: run_records(store, run_id))
+    records, archive = ctx.run(lambda store: load_run(store, run_id))
     if as_json:
         out = sys.stdout.buffer
         for r in records:
             out.write(dump_line(r))
         out.flush()
-        return
-    console().print(history_table(records))
+    else:
+        console().print(history_table(records))
+    archived_note(archive)
 
 
 @main.command()
@@ -108,6 +133,7 @@ def replay(
         raise click.BadParameter(f"{at_seq} is not a seq; seqs start at 1", param_hint="--at")
 
     row: RunRow | None = None
+    archive: ArchivedRun | None = None
     if file is not None:
         records = _read_file(file)
         streams = sorted({r.stream_id for r in records})
@@ -120,11 +146,13 @@ def replay(
     else:
         assert run_id is not None  # checked above
 
-        async def load(store: EventStore) -> tuple[list[Recorded], RunRow | None]:
-            records = await run_records(store, run_id)
-            return records, (await store.get_run(run_id) if verify else None)
+        async def load(
+            store: EventStore,
+        ) -> tuple[list[Recorded], ArchivedRun | None, RunRow | None]:
+            records, archive = await load_run(store, run_id)
+            return records, archive, (await store.get_run(run_id) if verify else None)
 
-        records, row = ctx.run(load)
+        records, archive, row = ctx.run(load)
     total = len(records)
     if at_seq is not None:
         if at_seq > total:
@@ -141,6 +169,7 @@ def replay(
         out = console()
         for line in state_view(state, total_events=total):
             out.print(line)
+    archived_note(archive)
     if verify:
         _verify(state, row)
 
@@ -173,11 +202,12 @@ def _read_file(file: Path) -> list[Recorded]:
 @pass_context
 def export(ctx: Context, run_id: str) -> None:
     """Write a run's history as JSON lines to stdout (durable replay --file reads it)."""
-    records = ctx.run(lambda store: run_records(store, run_id))
+    records, archive = ctx.run(lambda store: load_run(store, run_id))
     out = sys.stdout.buffer
     for r in records:
         out.write(dump_line(r))
     out.flush()
+    archived_note(archive)
 
 
 @main.command(name="import")
@@ -197,9 +227,16 @@ def import_(ctx: Context, file: Path) -> None:
             task = bar.add_task("import", total=len(records))
             for stream_id, recs in streams.items():
                 existing = await store.read_stream(stream_id)
+                archive = None
+                if not existing and stream_id.startswith("run:"):
+                    archive = await store.archives.get(stream_id[4:])
+                if archive is not None:
+                    async with ArchiveReader() as reader:
+                        existing = await reader.events(archive)
                 if existing:
                     if [r.event for r in existing] == [r.event for r in recs]:
-                        click.echo(f"{stream_id}: already imported, unchanged", err=True)
+                        said = "archived" if archive is not None else "imported"
+                        click.echo(f"{stream_id}: already {said}, unchanged", err=True)
                         bar.advance(task, len(recs))
                         continue
                     raise DurableError(
@@ -229,15 +266,24 @@ def runs(
 ) -> None:
     """List runs, newest first."""
     filter = RunFilter(workflow=workflow, status=status, since=parse_since(since), limit=limit)
-    rows = ctx.run(lambda store: store.list_runs(filter))
+
+    async def go(store: EventStore) -> tuple[list[RunRow], dict[str, ArchivedRun]]:
+        rows = await store.list_runs(filter)
+        return rows, await store.archives.of([r.run_id for r in rows])
+
+    rows, archived = ctx.run(go)
     if as_json:
         for row in rows:
-            sys.stdout.write(_json.encode(row).decode() + "\n")
+            a = archived.get(row.run_id)
+            line = msgspec.structs.asdict(row) | {
+                "archived": {"uri": a.uri, "archived_at": a.archived_at} if a else None
+            }
+            sys.stdout.write(_json.encode(line).decode() + "\n")
         return
     if not rows:
         click.echo("no runs match", err=True)
         return
-    console().print(runs_table(rows))
+    console().print(runs_table(rows, archived=set(archived)))
 
 
 @main.command()

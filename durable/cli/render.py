@@ -255,7 +255,8 @@ def _task_result(t: TaskState) -> str:
     return t.reason or ""
 
 
-def runs_table(rows: list[RunRow]) -> Table:
+def runs_table(rows: list[RunRow], *, archived: set[str] | frozenset[str] = frozenset()) -> Table:
+    """The runs, one a line; those in ``archived`` say so beside their status."""
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
     for name in ("run", "workflow", "status", "trigger", "created (UTC)", "duration", "events"):
         table.add_column(name)
@@ -263,7 +264,10 @@ def runs_table(rows: list[RunRow]) -> Table:
         table.add_row(
             r.run_id,
             r.workflow,
-            Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            Text.assemble(
+                (r.status, STATUS_STYLE.get(r.status, "")),
+                (" (archived)", "dim") if r.run_id in archived else "",
+            ),
             r.trigger_kind,
             when(r.created_at),
             _duration(r.started_at or r.created_at, r.finished_at),

@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 
+from durable.application.archive import ArchiveReader, run_logs
 from durable.application.commands import apply_command
 from durable.application.ids import new_run_id
 from durable.application.logs import LogsEnded, follow_logs
 from durable.application.runs import create_run, register_versions
 from durable.cli import Context, main, pass_context
-from durable.cli.inspect import run_records
+from durable.cli.inspect import archived_note, load_run, run_records
 from durable.cli.render import short_json, waiting_on, when
 from durable.core.decide import Cancel, Command, Pause, Rerun, Resume, decide_command
 from durable.core.events import (
@@ -39,7 +40,7 @@ from durable.core.spec import DefinitionError
 from durable.core.state import TERMINAL_RUN, rerun_plan
 from durable.runtime.executor import Executor
 from durable.store.base import EventStore
-from durable.store.rows import LogLine
+from durable.store.rows import ArchivedRun, LogLine
 from durable.workflows.loader import WorkflowRegistry, load_workflows
 
 __all__ = [
@@ -255,16 +256,22 @@ def _progress_line(state: Any, event: Any) -> str:
 def logs(ctx: Context, run_id: str, task: str | None, attempt: int | None, follow: bool) -> None:
     """Print the stored logs of a run's tasks (stdout, stderr, ctx.log)."""
 
-    async def check(store: EventStore) -> None:
-        state = fold(await run_records(store, run_id))
+    async def check(store: EventStore) -> ArchivedRun | None:
+        records, archive = await load_run(store, run_id)
+        state = fold(records)
         if task is not None and state is not None and task not in state.tasks:
             raise DefinitionError(
                 f"run {run_id}", f"has no task {task!r}", hint=f"tasks: {', '.join(state.tasks)}"
             )
+        return archive
 
     async def read(store: EventStore) -> list[LogLine]:
-        await check(store)
-        return await store.logs.read(run_id, task, attempt)
+        archive = await check(store)
+        archived_note(archive)
+        async with ArchiveReader() as reader:
+            return await run_logs(
+                store, run_id, reader, task=task, attempt=attempt, archive=archive
+            )
 
     async def tail(store: EventStore) -> None:
         await check(store)

@@ -14,12 +14,14 @@ from aiohttp import web
 from durable.api import create_app
 from durable.application.tokens import ensure_first_token
 from durable.cli import Context, main, pass_context
+from durable.cli.archive import parse_age
 from durable.cli.notifications import (
     configure_notifications,
     notifications_option,
     start_notifier,
 )
 from durable.cli.service import load, workflows_option
+from durable.runtime.archive import ArchiveService
 from durable.runtime.executor import Executor
 from durable.runtime.scheduler import Scheduler
 from durable.runtime.triggers.assets import AssetService
@@ -83,6 +85,28 @@ __all__ = ["http_endpoint", "up"]
 )
 @click.option("--no-http", is_flag=True, help="Serve neither the HTTP API nor the console.")
 @notifications_option
+@click.option(
+    "--archive-older-than",
+    envvar="DURABLE_ARCHIVE_OLDER_THAN",
+    metavar="AGE",
+    help="Retention: archive the runs that finished more than AGE ago (30d, 12h, ...) to "
+    "--archive-to, every --archive-every [env DURABLE_ARCHIVE_OLDER_THAN].",
+)
+@click.option(
+    "--archive-to",
+    envvar="DURABLE_ARCHIVE_TO",
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Where retention archives runs [env DURABLE_ARCHIVE_TO].",
+)
+@click.option(
+    "--archive-every",
+    type=click.FloatRange(min=0.1),
+    default=3600.0,
+    show_default=True,
+    envvar="DURABLE_ARCHIVE_EVERY",
+    metavar="SECONDS",
+    help="Seconds between two retention passes [env DURABLE_ARCHIVE_EVERY].",
+)
 @pass_context
 def up(
     ctx: Context,
@@ -95,10 +119,20 @@ def up(
     http_address: str,
     no_http: bool,
     notifications_path: Path | None,
+    archive_older_than: str | None,
+    archive_to: str | None,
+    archive_every: float,
 ) -> None:
     """Run the durable service: executor, scheduler, triggers, the HTTP API and the web
     console (http://127.0.0.1:8080 unless --http or --no-http), against the (embedded)
     database."""
+    retention = None
+    if archive_older_than is not None:
+        if not archive_to:
+            raise click.UsageError(
+                "--archive-older-than needs --archive-to DIR or s3://BUCKET/PREFIX"
+            )
+        retention = parse_age(archive_older_than, "--archive-older-than")
     registry = load(workflows_path)
     listen = None if no_http else http_endpoint(http_address)
     from durable.runtime import tracing  # the OpenTelemetry SDK: only `durable up` needs it
@@ -189,6 +223,21 @@ def up(
         notifying = start_notifier(
             store, registry, stop, base_url=base_url, database=executor.database
         )
+        archiving = None
+        if retention is not None and archive_to:
+            archiver = ArchiveService(
+                store,
+                to=archive_to,
+                older_than=retention,
+                every=archive_every,
+                database=executor.database,
+            )
+            archiving = asyncio.create_task(archiver.run(stop))
+            click.echo(
+                f"durable up: archiving runs finished over {archive_older_than} ago to "
+                f"{archive_to}, every {archive_every:g} s",
+                err=True,
+            )
         for background in (
             executing,
             scheduling,
@@ -197,6 +246,7 @@ def up(
             tracking,
             notifying,
             exporting,
+            archiving,
         ):
             if background is not None:
                 await background

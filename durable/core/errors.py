@@ -6,7 +6,10 @@ once, at their boundary.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 __all__ = [
+    "ArchiveError",
     "ConcurrencyConflict",
     "DuplicateRun",
     "DurableError",
@@ -14,6 +17,7 @@ __all__ = [
     "InvalidTransition",
     "MalformedEvent",
     "MigrationError",
+    "RunArchived",
     "StoreError",
     "StoreUnavailable",
     "StreamNotFound",
@@ -143,6 +147,29 @@ class IdempotencyConflict(DurableError):
         )
         self.idempotency_key = idempotency_key
         self.existing_run_id = existing_run_id
+
+
+class RunArchived(DurableError):
+    """A write to a run whose history was archived: it can be read, not changed."""
+
+    def __init__(self, run_id: str, uri: str, archived_at: datetime) -> None:
+        super().__init__(
+            f"run {run_id} is archived at {uri} (since {archived_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC): "
+            "it can be read but not changed",
+            hint=f"`durable restore {run_id}` brings it back",
+        )
+        self.run_id = run_id
+        self.uri = uri
+        self.archived_at = archived_at
+
+
+class ArchiveError(DurableError):
+    """An archive file could not be written or read back: the object storage or the
+    directory is away, or a file is missing or does not match its checksum."""
+
+    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, hint=hint)
+        self.retryable = retryable
 
 
 class StoreError(DurableError):

@@ -10,6 +10,7 @@ kind's fold before anything is imported.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -92,9 +93,18 @@ def read_history_lines(
 
 
 def read_history_file(path: Path, registry: EventRegistry = REGISTRY) -> list[Recorded]:
-    """Every event in an exported file (``-`` is not handled here: callers pass lines)."""
+    """Every event in an exported file, gzipped or not (an archive file is an export,
+    gzipped); ``-`` is not handled here: callers pass lines."""
     try:
         with path.open("rb") as f:
+            if f.read(2) == b"\x1f\x8b":  # the gzip magic
+                f.seek(0)
+                try:
+                    lines = gzip.decompress(f.read()).splitlines()
+                except (OSError, EOFError) as exc:
+                    raise MalformedEvent(str(path), f"not a whole gzip file: {exc}") from None
+                return list(read_history_lines(lines, source=str(path), registry=registry))
+            f.seek(0)
             return list(read_history_lines(f, source=str(path), registry=registry))
     except FileNotFoundError:
         raise MalformedEvent(str(path), "no such file", hint="check the path") from None

@@ -2,6 +2,7 @@
 embedded database) or in memory (pure executor tests)."""
 
 from durable.store.base import (
+    Archives,
     EventLog,
     EventStore,
     Lead,
@@ -22,6 +23,7 @@ from durable.store.memory import MemoryEventStore
 from durable.store.postgres import PostgresEventStore, connect
 
 __all__ = [
+    "Archives",
     "Database",
     "EventLog",
     "EventStore",

@@ -19,11 +19,14 @@ from durable.core.events import Event, Recorded, RunCreated
 from durable.core.runs_view import RunRow
 from durable.core.state import RunStatus
 from durable.store.rows import (
+    ArchivedLogLine,
+    ArchivedRun,
     AssetUpdate,
     DeadLetter,
     KafkaPosition,
     LogLine,
     MetricsCounts,
+    NewArchive,
     NewDeadLetter,
     NewVersion,
     SlotLimit,
@@ -32,6 +35,7 @@ from durable.store.rows import (
 )
 
 __all__ = [
+    "Archives",
     "CommitObserver",
     "EventLog",
     "EventStore",
@@ -176,7 +180,8 @@ class RunsView(Protocol):
         ...
 
     async def rebuild_runs(self, progress: Progress | None = None) -> int:
-        """Rebuild the ``runs`` read model from the log; returns the number of runs."""
+        """Rebuild the ``runs`` read model from the log (archived runs' rows are kept as
+        they are: their events are in their archives); returns the number rebuilt."""
         ...
 
 
@@ -225,6 +230,64 @@ class TaskLogs(Protocol):
     ) -> list[LogLine]:
         """A run's stored lines with id > ``after_id``, in the order they were written
         (by id), of one task / attempt if given; at most ``limit``."""
+        ...
+
+
+class Archives(Protocol):
+    """Finished runs whose events and task logs moved out of the hot tables into archive
+    files (written and read by :mod:`durable.application.archive`), and back.
+
+    An archived run keeps its ``runs`` row (marked archived: its stream is closed to
+    appends) and gets a tombstone saying where its files are. Recording the tombstone
+    and deleting the events is one transaction: a run is intact or archived, never
+    half of each.
+    """
+
+    async def archivable(
+        self,
+        finished_before: datetime,
+        *,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRow]:
+        """Finished runs not archived that ended before ``finished_before``, with no live
+        lease and not restored since then, oldest end first; ``after`` is the
+        ``(finished_at, run_id)`` of the last one of the previous page."""
+        ...
+
+    async def count_archivable(self, finished_before: datetime) -> int:
+        """How many runs :meth:`archivable` would give in all."""
+        ...
+
+    async def task_logs(self, run_ids: Sequence[str]) -> dict[str, list[ArchivedLogLine]]:
+        """Every stored log line of these runs, by run (runs without lines left out),
+        each run's by id, with all their columns."""
+        ...
+
+    async def record(self, archives: Sequence[NewArchive]) -> list[ArchivedRun | None]:
+        """One transaction: for each run still as it was archived, record its tombstone,
+        mark it archived and delete its events and task logs. A run that is no longer
+        what was archived — not finished, not at seq ``events``, leased, already
+        archived, its log lines changed — is left as it is (None in its place)."""
+        ...
+
+    async def get(self, run_id: str) -> ArchivedRun | None:
+        """The tombstone of a run archived now (None: not archived, or restored)."""
+        ...
+
+    async def of(self, run_ids: Sequence[str]) -> dict[str, ArchivedRun]:
+        """The tombstones of those of ``run_ids`` archived now, by run id."""
+        ...
+
+    async def restore(
+        self,
+        archive: ArchivedRun,
+        records: Sequence[Recorded],
+        logs: Sequence[ArchivedLogLine],
+    ) -> bool:
+        """One transaction: the events back with their seqs and positions, the log lines
+        with their ids, the run no longer archived, the tombstone marked restored. False,
+        and nothing done, when the run is not archived by ``archive`` any more."""
         ...
 
 
@@ -415,6 +478,11 @@ class EventStore(EventLog, RunsView, Protocol):
     @property
     def logs(self) -> TaskLogs:
         """Task attempts' log lines."""
+        ...
+
+    @property
+    def archives(self) -> Archives:
+        """Archived runs' tombstones."""
         ...
 
     @property

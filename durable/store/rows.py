@@ -7,10 +7,13 @@ from datetime import datetime
 import msgspec
 
 __all__ = [
+    "ArchivedLogLine",
+    "ArchivedRun",
     "AssetUpdate",
     "DeadLetter",
     "LogLine",
     "MetricsCounts",
+    "NewArchive",
     "NewDeadLetter",
     "NewVersion",
     "SlotLimit",
@@ -58,6 +61,74 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True):
     stream: str
     message: str
     id: int
+
+
+class ArchivedLogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """A task log line as archived: every column, so a restore puts it back as it was
+    (``line`` numbers an attempt's lines; ``id`` orders the run's)."""
+
+    task: str
+    generation: int
+    attempt: int
+    line: int
+    at: datetime
+    stream: str
+    message: str
+    id: int
+
+    def log_line(self) -> LogLine:
+        return LogLine(
+            task=self.task,
+            generation=self.generation,
+            attempt=self.attempt,
+            at=self.at,
+            stream=self.stream,
+            message=self.message,
+            id=self.id,
+        )
+
+
+class NewArchive(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's history written to its archive files and read back, to record: the
+    tombstone, and what the run must still be for its events to be deleted (at seq
+    ``events``, with ``log_lines`` lines, the last ``last_log_id``)."""
+
+    run_id: str
+    workflow: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    uri: str
+    events: int
+    sha256: str
+    bytes: int
+    logs_uri: str | None = None
+    log_lines: int = 0
+    logs_sha256: str | None = None
+    last_log_id: int = 0
+
+
+class ArchivedRun(msgspec.Struct, frozen=True, kw_only=True):
+    """The tombstone of an archived run: where its files are and what they hold."""
+
+    run_id: str
+    workflow: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    uri: str
+    """The events file: gzip JSON lines in the export format."""
+    events: int
+    sha256: str
+    """Of the events file's bytes."""
+    bytes: int
+    logs_uri: str | None = None
+    """The task log lines file (None: the run had no lines)."""
+    log_lines: int = 0
+    logs_sha256: str | None = None
+    archived_at: datetime
+    restored_at: datetime | None = None
+    """When ``durable restore`` brought the events back (None: archived now)."""
 
 
 class TokenRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,6 +19,7 @@ from durable.core.errors import (
     ConcurrencyConflict,
     DuplicateRun,
     MalformedEvent,
+    RunArchived,
     StoreError,
     StreamNotFound,
 )
@@ -35,6 +36,7 @@ from durable.core.runs_view import RunRow, apply_delta, delta_of, row_from_creat
 from durable.core.state import TERMINAL_RUN
 from durable.store.base import CommitObserver, Progress, RunFilter, TransactionBody
 from durable.store.codec import check_append, check_stream_id, encode_event
+from durable.store.memory.archives import MemoryArchives
 from durable.store.memory.tables import (
     MemoryLeadership,
     MemoryLeases,
@@ -64,12 +66,15 @@ class MemoryEventStore:
         self._clock = clock
         self._registry = registry
         self._streams: dict[str, list[Recorded]] = {}
-        self._log: list[Recorded] = []
+        self._log: list[Recorded] = []  # in position order
+        self._position = 0  # the last position given: never reused (archives delete)
+        self.archived: set[str] = set()  # runs whose stream is closed (archived)
         self._runs: dict[str, RunRow] = {}
         self._keys: dict[str, str] = {}
         self._changed = asyncio.Condition()
         self.versions = MemoryVersions(self)
         self.logs = MemoryTaskLogs()
+        self.archives = MemoryArchives(self, clock)
         self.tokens = MemoryTokens(clock)
         self.tracking = MemoryTracking(self, clock)
         self.wakeups = MemoryWakeUps()
@@ -105,9 +110,15 @@ class MemoryEventStore:
     def check_free(self, stream_id: str, expected_seq: int, events: Sequence[Event]) -> None:
         """Raise what an append would: a stale expected seq, a taken idempotency key."""
         stream = self._streams.get(stream_id, [])
+        created = events[0] if isinstance(events[0], RunCreated) else None
+        archived = self._runs.get(stream_id[4:]) if stream_id[4:] in self.archived else None
+        if archived is not None and stream_id.startswith("run:"):
+            if created is not None:  # the run exists: its stream is not new
+                raise ConcurrencyConflict(stream_id, expected_seq, archived.last_seq)
+            tomb = self.archives.tombstones[archived.run_id]
+            raise RunArchived(tomb.run_id, tomb.uri, tomb.archived_at)
         if len(stream) != expected_seq:
             raise ConcurrencyConflict(stream_id, expected_seq, len(stream))
-        created = events[0] if isinstance(events[0], RunCreated) else None
         if created is not None and created.idempotency_key is not None:
             existing = self._keys.get(created.idempotency_key)
             if existing is not None:
@@ -122,7 +133,7 @@ class MemoryEventStore:
             Recorded(
                 stream_id=stream_id,
                 seq=expected_seq + n,
-                position=len(self._log) + n,
+                position=self._position + n,
                 recorded_at=at,
                 event=e,
             )
@@ -130,6 +141,7 @@ class MemoryEventStore:
         ]
         self._streams[stream_id] = [*stream, *recorded]
         self._log.extend(recorded)
+        self._position += len(recorded)
         if stream_id.startswith("run:"):
             rest = events
             if created is not None:
@@ -173,14 +185,18 @@ class MemoryEventStore:
         state = fold(records) if stream_id.startswith("run:") else None
         if stream_id in self._streams:
             raise ConcurrencyConflict(stream_id, 0, len(self._streams[stream_id]))
+        row = self._runs.get(stream_id[4:]) if stream_id.startswith("run:") else None
+        if row is not None:  # archived: its row stays, at its last seq
+            raise ConcurrencyConflict(stream_id, 0, row.last_seq)
         if state is not None and state.idempotency_key in self._keys:
             raise DuplicateRun(state.idempotency_key, self._keys[state.idempotency_key])
         placed = [
-            msgspec.structs.replace(r, position=len(self._log) + n)
+            msgspec.structs.replace(r, position=self._position + n)
             for n, r in enumerate(records, start=1)
         ]
         self._streams[stream_id] = placed
         self._log.extend(placed)
+        self._position += len(placed)
         if state is not None:
             self._runs[state.run_id] = row_from_state(state)
             if state.idempotency_key is not None:
@@ -188,6 +204,17 @@ class MemoryEventStore:
         async with self._changed:
             self._changed.notify_all()
         return placed
+
+    def drop_stream(self, stream_id: str) -> None:
+        """Delete a stream's events (archived); its run's row stays."""
+        gone = {id(r) for r in self._streams.pop(stream_id, [])}
+        self._log = [r for r in self._log if id(r) not in gone]
+
+    def put_back(self, records: Sequence[Recorded]) -> None:
+        """Restore a stream's events at their own positions (archive restored)."""
+        self._streams[records[0].stream_id] = list(records)
+        for r in records:
+            bisect.insort(self._log, r, key=lambda x: x.position)
 
     async def read_stream(self, stream_id: str, after_seq: int = 0) -> list[Recorded]:
         return list(self._streams.get(stream_id, [])[after_seq:])
@@ -207,13 +234,16 @@ class MemoryEventStore:
         return found[:limit]
 
     async def last_position(self) -> int:
-        return len(self._log)
+        return self._log[-1].position if self._log else 0
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: len(self._log) > after_position), timeout
+                    self._changed.wait_for(
+                        lambda: bool(self._log) and self._log[-1].position > after_position
+                    ),
+                    timeout,
                 )
             except TimeoutError:
                 return False
@@ -247,7 +277,8 @@ class MemoryEventStore:
 
     async def rebuild_runs(self, progress: Progress | None = None) -> int:
         streams = sorted(s for s in self._streams if s.startswith("run:"))
-        runs: dict[str, RunRow] = {}
+        # an archived run's events are in its archive: its row is kept as it is
+        runs: dict[str, RunRow] = {i: self._runs[i] for i in self.archived if i in self._runs}
         for done, stream_id in enumerate(streams, start=1):
             state = fold(self._streams[stream_id])
             if state is not None:
@@ -255,7 +286,7 @@ class MemoryEventStore:
             if progress is not None:
                 progress(done, len(streams))
         self._runs = runs
-        return len(runs)
+        return len(runs) - len(self.archived & set(runs))
 
     async def require_stream(self, stream_id: str) -> list[Recorded]:
         records = await self.read_stream(stream_id)
@@ -311,7 +342,7 @@ class MemoryEventStore:
         now = self._clock()
         return MetricsCounts(
             runs=[(w, s, n) for (w, s), n in sorted(counts.items())],
-            position=len(self._log),
+            position=self._log[-1].position if self._log else 0,
             dead_letters=len(self.tracking.letters),
             live_leases=sum(1 for _, expiry, _ in self.lease_table.values() if expiry > now),
         )

@@ -17,6 +17,7 @@ from durable.core.state import TERMINAL_RUN
 from durable.store.base import KafkaOutcome
 from durable.store.codec import check_append, encode_event
 from durable.store.rows import (
+    ArchivedLogLine,
     AssetUpdate,
     DeadLetter,
     KafkaPosition,
@@ -85,8 +86,19 @@ class MemoryVersions:
 
 class MemoryTaskLogs:
     def __init__(self) -> None:
-        self._lines: dict[tuple[str, str, int, int, int], LogLine] = {}
+        self.lines: dict[tuple[str, str, int, int, int], LogLine] = {}
+        """By (run, task, generation, attempt, line number)."""
         self._last_id = 0
+
+    def drop(self, run_id: str) -> None:
+        """Delete a run's lines (archived)."""
+        self.lines = {k: v for k, v in self.lines.items() if k[0] != run_id}
+
+    def put_back(self, run_id: str, lines: Sequence[ArchivedLogLine]) -> None:
+        """Restore a run's lines with their ids (archive restored)."""
+        for x in lines:
+            key = (run_id, x.task, x.generation, x.attempt, x.line)
+            self.lines.setdefault(key, x.log_line())
 
     async def write(
         self,
@@ -99,10 +111,10 @@ class MemoryTaskLogs:
     ) -> None:
         for n, (at, stream, message) in enumerate(lines, start=first_line):
             key = (run_id, task, generation, attempt, n)
-            if key in self._lines:
+            if key in self.lines:
                 continue  # a retried batch: the line is kept as first written
             self._last_id += 1
-            self._lines[key] = LogLine(
+            self.lines[key] = LogLine(
                 task=task,
                 generation=generation,
                 attempt=attempt,
@@ -123,7 +135,7 @@ class MemoryTaskLogs:
         lines = sorted(
             (
                 line
-                for k, line in self._lines.items()
+                for k, line in self.lines.items()
                 if k[0] == run_id
                 and line.id > after_id
                 and (task is None or line.task == task)

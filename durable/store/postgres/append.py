@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from durable.core.errors import ConcurrencyConflict, DuplicateRun, StoreUnavailable
+from durable.core.errors import ConcurrencyConflict, DuplicateRun, RunArchived, StoreUnavailable
 from durable.core.events import Event, Recorded, RunCreated
 from durable.core.runs_view import RunRow, delta_of
 from durable.store.base import CommitObserver
@@ -81,7 +81,7 @@ WITH lock AS (
     FROM unnest($13::text[], $14::int[], $15::text[], $16::int[], $17::bool[], $18::int2[])
          AS u(run_id, expected, status, last_seq, started, finish)
     CROSS JOIN lock
-    WHERE r.run_id = u.run_id AND r.last_seq = u.expected
+    WHERE r.run_id = u.run_id AND r.last_seq = u.expected AND NOT r.archived
     RETURNING 'run:' || r.run_id AS stream_id
 ), req AS (
     -- any other stream (schedules, backfills): fenced by durable.streams
@@ -315,6 +315,14 @@ async def _rejection(conn: asyncpg.Connection, a: Append) -> BaseException:
         )
         if existing is not None and a.created is not None and existing != a.created.run_id:
             return DuplicateRun(key, existing)
+    if a.created is None and a.stream_id.startswith("run:"):
+        archived = await conn.fetchrow(
+            "SELECT a.uri, a.archived_at FROM durable.runs r JOIN durable.archives a "
+            "USING (run_id) WHERE r.run_id = $1 AND r.archived",
+            a.stream_id[4:],
+        )
+        if archived is not None:
+            return RunArchived(a.stream_id[4:], archived["uri"], archived["archived_at"])
     return ConcurrencyConflict(a.stream_id, a.expected, await current_seq(conn, a.stream_id))
 
 

@@ -23,6 +23,8 @@ _ROLES = {
     "notifier": 0x6475_7261_626C_6E01,
     # one process exports the spans derived from the log (durable.runtime.tracing)
     "traces": 0x6475_7261_626C_7302,
+    # one process archives finished runs on a schedule (durable.runtime.archive)
+    "archiver": 0x6475_7261_626C_7303,
 }
 
 

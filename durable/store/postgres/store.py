@@ -40,6 +40,7 @@ from durable.store.postgres.append import (
     run_row,
     write_batch,
 )
+from durable.store.postgres.archives import PgArchives
 from durable.store.postgres.connection import CONNECTION_ERRORS, translated
 from durable.store.postgres.coordination import PgLeadership, PgWakeUps
 from durable.store.postgres.leases import LeaseManager
@@ -78,6 +79,7 @@ class PostgresEventStore:
         self._closed = False
         self.versions = PgVersions(pool)
         self.logs = PgTaskLogs(pool)
+        self.archives = PgArchives(pool, registry)
         self.tokens = PgTokens(pool)
         self.tracking = PgTracking(pool, registry)
         self.wakeups = PgWakeUps(pool, dsn)
@@ -397,7 +399,8 @@ class PostgresEventStore:
                         "WHERE seq = 1 AND stream_id LIKE 'run:%' ORDER BY stream_id"
                     )
                 ]
-                await conn.execute("DELETE FROM durable.runs")
+                # An archived run's events are in its archive: its row is kept as it is.
+                await conn.execute("DELETE FROM durable.runs WHERE NOT archived")
                 rows: list[tuple[Any, ...]] = []
                 for done, stream_id in enumerate(streams, start=1):
                     state = fold(

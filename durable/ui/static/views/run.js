@@ -27,6 +27,7 @@ function summary(run) {
     <dt>Trigger</dt><dd>${t.kind ?? run.trigger_kind} ${t.source ?? run.trigger_source ? html`· <span class="mono">${t.source ?? run.trigger_source}</span>` : ""}</dd>
     ${t.key ?? run.idempotency_key ? html`<dt>Key</dt><dd class="mono">${t.key ?? run.idempotency_key}</dd>` : ""}
     ${run.logical_time ? html`<dt>Logical time</dt><dd>${when(run.logical_time)}</dd>` : ""}
+    ${run.archived ? html`<dt>Archived</dt><dd>${when(run.archived.archived_at)} · <span class="mono uri">${run.archived.uri}</span> <span class="muted">(read from there; <code>durable restore</code> brings it back)</span></dd>` : ""}
     ${detail.map(([k, v]) => html`<dt>${k}</dt><dd class="mono">${typeof v === "string" ? v : JSON.stringify(v)}</dd>`)}
   </dl><h3>Params</h3><pre>${json(run.params)}</pre>`;
 }
@@ -56,7 +57,10 @@ export async function runView({ main, params, query, isCurrent }) {
   let stopLogs = null;
   const stops = [];
 
-  main.innerHTML = html`<h1>Run <span class="mono">${runId}</span> <span id="head-status">${badge(run.status)}</span></h1>
+  const archived = run.archived
+    ? html` <span class="badge s-archived" id="archived" title="archived at ${run.archived.uri}">archived</span>`
+    : "";
+  main.innerHTML = html`<h1>Run <span class="mono">${runId}</span> <span id="head-status">${badge(run.status)}</span>${archived}</h1>
     <div class="toolbar" id="actions"></div><div id="action-result"></div>
     <p><a href="/ui/notifications?run=${enc(runId)}">Notifications of this run</a></p>
     <div class="row"><div class="card grow" id="summary"></div>
