@@ -188,8 +188,10 @@ async def test_sigkill_mid_job_reattaches_and_a_rerun_of_the_date_duplicates_not
             lambda s: s.tasks["load_orders"].job is not None,
             "the submission was recorded",
         )
-        for _ in range(600):  # the driver runs: Spark is starting inside it
-            if launches.exists() and launches.read_text().strip():
+        for _ in range(600):  # the driver runs (Spark is starting inside it), and its
+            # first lines are stored: the next executor must not store them again
+            stored = await _output_lines(pg_store, run_id, "load_orders")
+            if launches.exists() and launches.read_text().strip() and len(stored) >= 2:
                 break
             await asyncio.sleep(0.1)
         first.send_signal(signal.SIGKILL)
@@ -201,6 +203,7 @@ async def test_sigkill_mid_job_reattaches_and_a_rerun_of_the_date_duplicates_not
     assert job_record is not None
     assert alive(job_record["pid"]), "the Spark job died with its executor"
     assert not (Path(job_record["dir"]) / "exit").exists()  # killed mid-job
+    assert len(stored) >= 2 and stored[0].startswith("$ ")
 
     second = _executor(database_url, workflows)
     try:
@@ -295,13 +298,13 @@ async def test_cancelling_the_run_stops_the_job(
         driver = int(pid_file.read_text())
         await apply_command(pg_store, run_id, Cancel(reason="wrong day"))
         state = await wait_for_run(pg_store, run_id)
+        job = waiting.tasks["job"].job
+        assert job is not None
+        for _ in range(300):  # the executor stops the job after the cancel is recorded
+            if not alive(driver) and not alive(job["pid"]):
+                break
+            await asyncio.sleep(0.05)
     assert state.status == "cancelled"
-    job = waiting.tasks["job"].job
-    assert job is not None
-    for _ in range(200):
-        if not alive(driver) and not alive(job["pid"]):
-            break
-        await asyncio.sleep(0.05)
     assert not alive(driver), "the driver kept running after cancel"
     assert not alive(job["pid"]), "spark-submit's wrapper kept running after cancel"
 
@@ -500,30 +503,39 @@ async def test_cluster_mode_follows_the_driver_at_the_master(
     async with running_executor(pg_store, registry_of(wf)):
         run_id, _ = await create_run(pg_store, wf.spec(), {})
         state = await _until(pg_store, run_id, ended, "the short drivers ended", timeout=240)
+        running = ""
         for _ in range(1200):
             lines = await _output_lines(pg_store, run_id, "long")
-            if any(line.endswith(" is RUNNING") for line in lines):
+            # durable: driver <submission id> is RUNNING
+            running = next((m.split()[2] for m in lines if m.endswith(" is RUNNING")), "")
+            if running:
                 break
             await asyncio.sleep(0.1)
+        assert running, lines[-5:]
         await apply_command(pg_store, run_id, Cancel(reason="enough"))
         cancelled = await wait_for_run(pg_store, run_id)
+        # the kill goes to the master after the cancel is recorded: still here to send it
+        status = await _driver_state(standalone, running, "KILLED")
+    assert status == "KILLED"
+    assert cancelled.status == "cancelled"
     ok = state.tasks["ok"].output
     assert ok["driver_state"] == "FINISHED" and ok["submission_id"].startswith("driver-")
     error = state.tasks["fails"].error
     assert error is not None and error.type == "SparkError"
     assert error.message.startswith("the driver driver-") and " ended FAILED" in error.message
-    assert cancelled.status == "cancelled"
-    long = next(
-        line.split()[2] for line in lines if line.startswith("durable: driver ")
-    )  # durable: driver <id> is RUNNING
+
+
+async def _driver_state(master: str, submission: str, until: str) -> str:
+    """The driver's state at the master, once it is ``until`` (or after 30 s)."""
     import aiohttp
 
-    url = standalone.replace("spark://", "http://") + f"/v1/submissions/status/{long}"
+    url = master.replace("spark://", "http://") + f"/v1/submissions/status/{submission}"
+    state = ""
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            async with session.get(url) as response:
-                status = await response.json(content_type=None)
-            if status["driverState"] == "KILLED":
+        for _ in range(300):
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response:
+                state = (await response.json(content_type=None))["driverState"]
+            if state == until:
                 break
             await asyncio.sleep(0.1)
-    assert status["driverState"] == "KILLED"
+    return state

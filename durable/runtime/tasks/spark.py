@@ -197,6 +197,13 @@ class SparkWaiter:
                     f"this attempt's spark-submit was launched but never started ({folder})"
                 ) from None
             return Submitted(job={**found.to_job(), **job}, state="RUNNING")
+        except OSError as exc:
+            raise TaskError(
+                f"spark task {spec.name!r}: cannot create its folder {folder}: {exc} (set "
+                "DURABLE_SPARK_DIR, or DURABLE_HOME, to a writable folder)",
+                retryable=False,
+                type="SparkSetupError",
+            ) from None
         env["DURABLE_RESULT"] = str(folder / "result.json")
         command = _command(spec, ctx, spark_submit, job["master"], folder, env)
         await _stop_earlier_attempts(folder)
