@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import pytest
 from durable.application.commands import apply_command
 from durable.application.runs import create_run
 from durable.core.commands import Cancel
-from durable.core.events import TaskStarted, TaskWaiting, run_stream
+from durable.core.events import TaskStarted, TaskWaiting, Trigger, run_stream
 from durable.core.fold import fold
 from durable.core.spec import DefinitionError
 from durable.core.state import RunState
@@ -37,7 +38,7 @@ from durable.core.tasks import SparkTask, task_spec
 from durable.runtime.tasks import Resources
 from durable.runtime.tasks.spark import SparkWaiter, check_workflow
 from durable.store import PostgresEventStore
-from durable.workflows import Workflow, load_workflows
+from durable.workflows import Param, Workflow, load_workflows
 from durable.workflows.context import TaskContext, TaskLog
 from tests.executing import registry_of, running_executor, wait_for_run
 from tests.processes import alive, free_port
@@ -252,16 +253,34 @@ async def test_a_failing_job_fails_with_its_exit_code_and_last_lines(
 ) -> None:
     app = tmp_path / "failing.py"
     app.write_text(
-        "import sys\n"
+        "import os, sys\n"
+        "print('args', sys.argv[1:], flush=True)\n"
+        "for k in ('DURABLE_TASK', 'DURABLE_LOGICAL_DATE', 'DURABLE_DATA_INTERVAL_START',\n"
+        "          'DURABLE_DATA_INTERVAL_END', 'DURABLE_IDEMPOTENCY_KEY', 'REGION'):\n"
+        "    print(k, os.environ[k], flush=True)\n"
         "for i in range(30):\n"
         "    print(f'step {i}', flush=True)\n"
         "print('no such table: sales', file=sys.stderr, flush=True)\n"
         "sys.exit(3)\n"
     )
-    wf = Workflow("spark_fails")
-    wf.spark("job", str(app), master="local[1]", conf=QUICK)
+    wf = Workflow("spark_fails", params={"region": Param(default="eu")})
+    wf.spark(
+        "job",
+        str(app),
+        args=["--date", "${logical_date}", "--region", "${params.region}"],
+        env={"REGION": "${params.region}"},
+        master="local[1]",
+        conf=QUICK,
+    )
+    day = datetime(2026, 11, 19, tzinfo=UTC)
+    trigger = Trigger(
+        kind="schedule",
+        logical_time=day,
+        data_interval_start=day,
+        data_interval_end=day + timedelta(days=1),
+    )
     async with running_executor(pg_store, registry_of(wf)):
-        run_id, _ = await create_run(pg_store, wf.spec(), {})
+        run_id, _ = await create_run(pg_store, wf.spec(), {"region": "us"}, trigger=trigger)
         state = await wait_for_run(pg_store, run_id, timeout=120)
     task = state.tasks["job"]
     assert state.status == "failed" and task.status == "failed"
@@ -271,6 +290,16 @@ async def test_a_failing_job_fails_with_its_exit_code_and_last_lines(
     lines = await _output_lines(pg_store, run_id, "job")
     assert lines[0].startswith("$ ") and "spark-submit" in lines[0]
     assert [f"step {i}" for i in range(30)] == [m for m in lines if m.startswith("step ")]
+    assert "args ['--date', '2026-11-19', '--region', 'us']" in lines
+    for line in (
+        "DURABLE_TASK job",
+        "DURABLE_LOGICAL_DATE 2026-11-19",
+        "DURABLE_DATA_INTERVAL_START 2026-11-19T00:00:00+00:00",
+        "DURABLE_DATA_INTERVAL_END 2026-11-20T00:00:00+00:00",
+        f"DURABLE_IDEMPOTENCY_KEY {run_id}/job/1",
+        "REGION us",
+    ):
+        assert line in lines
 
 
 async def test_cancelling_the_run_stops_the_job(
