@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,10 @@ class TaskLog:
     and :meth:`close` adds one line saying how many were dropped. Safe to write from any
     thread (a sync task runs in one). ``notify(full)`` is called (from the writing thread)
     when the first line waits to be stored, and when ``batch`` lines wait.
+
+    Time stamps are read from the clock at most once a millisecond: lines written faster
+    share one (their order is their line number), which keeps a flood of lines cheap to
+    stamp and to store.
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class TaskLog:
         self._bytes = 0
         self._dropped = 0
         self._closed = False
+        self._clock = 0.0  # when _at was read (time.time())
+        self._at = datetime.fromtimestamp(0, UTC)
 
     @property
     def lines(self) -> list[LogLineTuple]:
@@ -56,8 +63,16 @@ class TaskLog:
         """How many lines were dropped past the cap."""
         return self._dropped
 
+    def _now(self) -> datetime:
+        now = time.time()
+        if not 0.0 <= now - self._clock < 0.001:  # (a clock set back: read again)
+            self._at = datetime.fromtimestamp(now, UTC)
+            self._clock = now
+        return self._at
+
     def write(self, stream: str, message: str) -> None:
-        if self._only_count():
+        """One line (a trailing newline is dropped)."""
+        if self._only_count(1):
             return
         text = message.rstrip("\n")
         try:
@@ -65,7 +80,7 @@ class TaskLog:
         except UnicodeEncodeError:  # a lone surrogate (PostgreSQL would refuse it): a "?"
             text = text.encode("utf-8", "replace").decode()
             size = len(text.encode()) + 1
-        at = datetime.now(UTC)
+        at = self._now()
         with self._lock:
             if self._closed:
                 return
@@ -82,16 +97,56 @@ class TaskLog:
         if self._notify is not None and waiting in (1, self._batch):
             self._notify(waiting >= self._batch)
 
+    def write_many(self, stream: str, messages: Sequence[str]) -> None:
+        """Several lines at once (a chunk of a command's output), as :meth:`write` would
+        one by one, but with one time stamp, one lock and one size count for them all:
+        the lines that fit under the cap, then (if some do not) the line saying the log
+        was truncated, the rest only counted."""
+        if not messages or self._only_count(len(messages)):
+            return
+        text = "\n".join(messages)
+        if text.count("\n") != len(messages) - 1:  # some hold newlines: trailing ones go
+            messages = [m.rstrip("\n") for m in messages]
+            text = "\n".join(messages)
+        try:
+            size = len(text.encode()) + 1  # each line's text and a newline
+        except UnicodeEncodeError:  # a lone surrogate (PostgreSQL would refuse it): a "?"
+            messages = [m.encode("utf-8", "replace").decode() for m in messages]
+            size = len("\n".join(messages).encode()) + 1
+        at = self._now()
+        with self._lock:
+            if self._closed:
+                return
+            before = len(self._pending)
+            if not self._dropped and self._bytes + size <= self.max_bytes:
+                self._bytes += size
+                self._pending.extend([(at, stream, m) for m in messages])
+            else:
+                kept = 0
+                if not self._dropped:  # the cap falls among these lines: those before it
+                    for m in messages:
+                        line_size = len(m.encode()) + 1
+                        if self._bytes + line_size > self.max_bytes:
+                            break
+                        self._bytes += line_size
+                        kept += 1
+                    self._pending.extend([(at, stream, m) for m in messages[:kept]])
+                    self._pending.append((at, "log", _truncated(self.max_bytes)))
+                self._dropped += len(messages) - kept
+            waiting = len(self._pending)
+        if self._notify is not None and (before == 0 < waiting or before < self._batch <= waiting):
+            self._notify(waiting >= self._batch)
+
     def info(self, message: str, *args: Any) -> None:
-        if not self._only_count():
+        if not self._only_count(1):
             self.write("log", message % args if args else message)
 
     def warning(self, message: str, *args: Any) -> None:
-        if not self._only_count():
+        if not self._only_count(1):
             self.write("warning", message % args if args else message)
 
     def error(self, message: str, *args: Any) -> None:
-        if not self._only_count():
+        if not self._only_count(1):
             self.write("error", message % args if args else message)
 
     def count_dropped(self, lines: int) -> None:
@@ -101,14 +156,14 @@ class TaskLog:
             if not self._closed:
                 self._dropped += lines
 
-    def _only_count(self) -> bool:
-        """Past the cap (or closed): the line is only counted, cheaply (a flood does this
-        for every line), not even formatted."""
+    def _only_count(self, lines: int) -> bool:
+        """Past the cap (or closed): the lines are only counted, cheaply (a flood does
+        this for every line), not even formatted."""
         if not (self._dropped or self._closed):
             return False
         with self._lock:
             if not self._closed:
-                self._dropped += 1
+                self._dropped += lines
         return True
 
     def take(self, limit: int) -> tuple[int, list[LogLineTuple]]:
