@@ -42,9 +42,12 @@ _LOCK = "SELECT pg_advisory_xact_lock(hashtext('durable.task_logs:' || $1::text)
 # After the lock, in a statement of its own (a snapshot taken once the lock is held sees
 # every batch committed before): an attempt's batches are written in order, so what a
 # retried batch already stored is a prefix of it.
+# ORDER BY … LIMIT 1, not max(): an aggregate may be planned as a scan of all the
+# attempt's lines (fresh rows have no statistics), one per batch of a flood.
 _STORED = (
-    "SELECT coalesce(max(line), 0) FROM durable.task_logs "
-    "WHERE run_id = $1 AND task = $2 AND generation = $3 AND attempt = $4"
+    "SELECT line FROM durable.task_logs "
+    "WHERE run_id = $1 AND task = $2 AND generation = $3 AND attempt = $4 "
+    "ORDER BY line DESC LIMIT 1"
 )
 _COLUMNS = ["run_id", "task", "generation", "attempt", "line", "at", "stream", "message"]
 
@@ -124,7 +127,7 @@ class PgTaskLogs:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(_LOCK, run_id)
                 stored = await conn.fetchval(_STORED, run_id, task, generation, attempt)
-                skip = max(0, stored - first_line + 1)
+                skip = max(0, (stored or 0) - first_line + 1)
                 if skip >= len(lines):
                     return
                 data = copy_text(run_id, task, generation, attempt, lines[skip:], first_line + skip)
