@@ -72,14 +72,23 @@ class TaskLog:
 
     def write(self, stream: str, message: str) -> None:
         """One line (a trailing newline is dropped)."""
-        if self._only_count(1):
+        self._line(stream, message, ())
+
+    def _line(self, stream: str, message: str, args: tuple[Any, ...]) -> None:
+        # the path of every ctx.log call: a sync task logging in a loop holds the GIL
+        # while in here, so it does as little as it can
+        if self._dropped or self._closed:
+            self._only_count(1)  # not even formatted
             return
-        text = message.rstrip("\n")
-        try:
-            size = len(text.encode()) + 1
-        except UnicodeEncodeError:  # a lone surrogate (PostgreSQL would refuse it): a "?"
-            text = text.encode("utf-8", "replace").decode()
-            size = len(text.encode()) + 1
+        text = (message % args if args else message).rstrip("\n")
+        if text.isascii():  # (known without reading it: bytes as many as characters)
+            size = len(text) + 1
+        else:
+            try:
+                size = len(text.encode()) + 1
+            except UnicodeEncodeError:  # a lone surrogate (PostgreSQL would refuse it): "?"
+                text = text.encode("utf-8", "replace").decode()
+                size = len(text.encode()) + 1
         at = self._now()
         with self._lock:
             if self._closed:
@@ -138,16 +147,13 @@ class TaskLog:
             self._notify(waiting >= self._batch)
 
     def info(self, message: str, *args: Any) -> None:
-        if not self._only_count(1):
-            self.write("log", message % args if args else message)
+        self._line("log", message, args)
 
     def warning(self, message: str, *args: Any) -> None:
-        if not self._only_count(1):
-            self.write("warning", message % args if args else message)
+        self._line("warning", message, args)
 
     def error(self, message: str, *args: Any) -> None:
-        if not self._only_count(1):
-            self.write("error", message % args if args else message)
+        self._line("error", message, args)
 
     def count_dropped(self, lines: int) -> None:
         """Count ``lines`` more lines dropped past the cap, never read one by one (the rest

@@ -19,7 +19,8 @@ is the difference between `--kind python` and `--kind spin`.
 
 Alone and chatty alternate in pairs, the order flipping each pair (A B, B A, …): the
 machine is shared and noisy, so the median rates are compared, and each pair's own
-ratio is shown for the spread. Also reported: the CPU seconds this process (the
+ratio is shown for the spread. Before each round the database is vacuumed and
+checkpointed (no round pays for another's dirty pages). Also reported: the CPU seconds this process (the
 executor; the Python task's thread included) and PostgreSQL spent per round, which move
 less than the wall clock, and how many lines were stored.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -94,9 +96,20 @@ def postgres_cpu(datadir: Path) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+async def settle(store: Any) -> None:
+    """Every round starts alike: statistics fresh, dirty pages written (a checkpoint in
+    the middle of one round, and the full-page images after it, would slow that round
+    alone), Python's garbage collected."""
+    async with store._pool.acquire() as conn:
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
+    gc.collect()
+
+
 async def one_round(
     store: Any, chain: Any, chatty: Any, runs: int, lines: int | None, datadir: Path
 ) -> dict[str, float]:
+    await settle(store)
     cpu0, pg0 = time.process_time(), postgres_cpu(datadir)
     chatty_id = None
     if lines is not None:
@@ -160,7 +173,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke size")
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=100_000)
-    parser.add_argument("--pairs", type=int, default=3, help="rounds alone/chatty (pairs)")
+    parser.add_argument("--pairs", type=int, default=5, help="rounds alone/chatty (pairs)")
     parser.add_argument(
         "--kind",
         choices=KINDS,
