@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from durable import Workflow
+from durable.core.log_lines import LogLines
 from durable.store import PostgresEventStore
 from durable.store.postgres.task_logs import COPY_LINES
 from durable.workflows.context import TaskLog
@@ -96,6 +97,72 @@ def test_time_stamps_follow_the_clock_to_the_millisecond() -> None:
     after = datetime.now(UTC)
     ((at, _, _),) = log.lines
     assert before - timedelta(milliseconds=1) <= at <= after
+
+
+_T = [T0, T0 + timedelta(seconds=1)]
+_lines = st.lists(
+    st.tuples(st.sampled_from(_T), st.sampled_from(["stdout", "stderr"]), st.text(max_size=3)),
+    max_size=30,
+)
+
+
+@given(lines=_lines, a=st.integers(-35, 35), b=st.integers(-35, 35))
+def test_log_lines_are_the_sequence_of_their_lines(
+    lines: list[tuple[datetime, str, str]], a: int, b: int
+) -> None:
+    batch = LogLines.of(lines)
+    assert list(batch) == lines and len(batch) == len(lines)
+    assert list(batch[a:b]) == lines[a:b] and list(batch[::2]) == lines[::2]
+    assert list(batch.messages) == [m for _, _, m in lines]
+    for i in (a, b):
+        if -len(lines) <= i < len(lines):
+            assert batch[i] == lines[i]
+    # consecutive lines of one time stamp and stream are one run
+    assert len(batch.runs) == len(
+        {i for i in range(len(lines)) if i == 0 or lines[i][:2] != lines[i - 1][:2]}
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("write"), st.sampled_from(["stdout", "stderr"]), st.integers(1, 4)),
+            st.tuples(st.just("take"), st.integers(1, 6), st.booleans()),
+        ),
+        max_size=30,
+    )
+)
+def test_taking_and_giving_back_keeps_every_line_once_numbered_in_order(
+    steps: list[tuple[str, object, object]],
+) -> None:
+    """Whatever the writes, takes (some given back, as after a failed write) and their
+    sizes: the lines taken for good, then those still waiting, are the lines written, in
+    order, each batch numbered from where the last one ended."""
+    log = TaskLog()
+    written: list[tuple[str, str]] = []
+    stored: list[tuple[str, str]] = []
+    for step in steps:
+        if step[0] == "write":
+            _, stream, n = step
+            assert isinstance(stream, str) and isinstance(n, int)
+            new = [f"{len(written) + i}" for i in range(n)]
+            if n == 1:
+                log.write(stream, new[0])
+            else:
+                log.write_many(stream, new)
+            written += [(stream, m) for m in new]
+        else:
+            _, limit, fails = step
+            assert isinstance(limit, int)
+            first, batch = log.take(limit)
+            assert first == len(stored) + 1 and len(batch) <= limit
+            if fails:
+                log.give_back(first, batch)
+            else:
+                stored += [(stream, m) for _, stream, m in batch]
+        assert log.waiting == len(written) - len(stored)
+    assert stored + _kept(log) == written
 
 
 # -- COPY: a large batch stores what an INSERT would -----------------------------------------

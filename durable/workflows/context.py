@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from durable.core.log_lines import LogLines, LogLineTuple, LogRun
 
 __all__ = ["DEFAULT_LOG_MAX_BYTES", "LogLineTuple", "TaskContext", "TaskLog"]
 
 DEFAULT_LOG_MAX_BYTES = 2 * 1024 * 1024
 """An attempt's log cap by default (2 MiB of message text)."""
-
-LogLineTuple = tuple[datetime, str, str]
-"""``(at, stream, message)``."""
 
 
 class TaskLog:
@@ -28,8 +28,9 @@ class TaskLog:
     when the first line waits to be stored, and when ``batch`` lines wait.
 
     Time stamps are read from the clock at most once a millisecond: lines written faster
-    share one (their order is their line number), which keeps a flood of lines cheap to
-    stamp and to store.
+    share one (their order is their line number). Lines of one time stamp and one stream
+    wait as one run (:mod:`durable.core.log_lines`), not a tuple each: a flood of lines
+    stays cheap to hold, to count for the garbage collector, and to store.
     """
 
     def __init__(
@@ -43,8 +44,10 @@ class TaskLog:
         self._batch = batch
         self._notify = notify
         self._lock = threading.Lock()
-        self._pending: list[LogLineTuple] = []
-        self._next = 1  # the line number of _pending[0]
+        self._pending: deque[LogRun] = deque()
+        self._waiting = 0  # lines in _pending
+        self._open: LogRun | None = None  # the last run, while lines may still join it
+        self._next = 1  # the line number of the first line waiting
         self._bytes = 0
         self._dropped = 0
         self._closed = False
@@ -56,7 +59,12 @@ class TaskLog:
         """The lines not yet taken to be stored (all of them, when no executor stores
         this log: a task called in a unit test)."""
         with self._lock:
-            return list(self._pending)
+            return list(LogLines(list(self._pending)))
+
+    @property
+    def waiting(self) -> int:
+        """How many lines wait to be stored."""
+        return self._waiting
 
     @property
     def dropped(self) -> int:
@@ -69,6 +77,17 @@ class TaskLog:
             self._at = datetime.fromtimestamp(now, UTC)
             self._clock = now
         return self._at
+
+    def _add(self, at: datetime, stream: str, messages: list[str]) -> None:
+        """Lines wait (the lock held): in the open run if they share its time stamp and
+        stream, else in a run of their own, open to the next lines."""
+        run = self._open
+        if run is not None and run[0] is at and run[1] == stream:
+            run[2].extend(messages)
+        else:
+            self._open = run = (at, stream, messages)
+            self._pending.append(run)
+        self._waiting += len(messages)
 
     def write(self, stream: str, message: str) -> None:
         """One line (a trailing newline is dropped)."""
@@ -97,12 +116,16 @@ class TaskLog:
                 self._dropped += 1
                 if self._dropped > 1:
                     return  # only counted
-                line = (at, "log", _truncated(self.max_bytes))
+                self._add(at, "log", [_truncated(self.max_bytes)])
             else:
                 self._bytes += size
-                line = (at, stream, text)
-            self._pending.append(line)
-            waiting = len(self._pending)
+                run = self._open
+                if run is not None and run[0] is at and run[1] == stream:
+                    run[2].append(text)  # (_add, without a list for one line)
+                    self._waiting += 1
+                else:
+                    self._add(at, stream, [text])
+            waiting = self._waiting
         if self._notify is not None and waiting in (1, self._batch):
             self._notify(waiting >= self._batch)
 
@@ -126,10 +149,10 @@ class TaskLog:
         with self._lock:
             if self._closed:
                 return
-            before = len(self._pending)
+            before = self._waiting
             if not self._dropped and self._bytes + size <= self.max_bytes:
                 self._bytes += size
-                self._pending.extend([(at, stream, m) for m in messages])
+                self._add(at, stream, list(messages))
             else:
                 kept = 0
                 if not self._dropped:  # the cap falls among these lines: those before it
@@ -139,10 +162,10 @@ class TaskLog:
                             break
                         self._bytes += line_size
                         kept += 1
-                    self._pending.extend([(at, stream, m) for m in messages[:kept]])
-                    self._pending.append((at, "log", _truncated(self.max_bytes)))
+                    self._add(at, stream, list(messages[:kept]))
+                    self._add(at, "log", [_truncated(self.max_bytes)])
                 self._dropped += len(messages) - kept
-            waiting = len(self._pending)
+            waiting = self._waiting
         if self._notify is not None and (before == 0 < waiting or before < self._batch <= waiting):
             self._notify(waiting >= self._batch)
 
@@ -172,19 +195,31 @@ class TaskLog:
                 self._dropped += lines
         return True
 
-    def take(self, limit: int) -> tuple[int, list[LogLineTuple]]:
+    def take(self, limit: int) -> tuple[int, LogLines]:
         """The (first ``limit``) lines waiting to be stored and the line number of the
         first; they are no longer waiting (:meth:`give_back` if storing them failed)."""
         with self._lock:
-            first, lines = self._next, self._pending[:limit]
+            first, taken, room = self._next, [], limit
+            self._open = None  # what is taken changes no more
+            while self._pending and room > 0:
+                at, stream, messages = self._pending[0]
+                if len(messages) <= room:
+                    taken.append(self._pending.popleft())
+                else:  # a run cut: its first lines go, the rest waits
+                    taken.append((at, stream, messages[:room]))
+                    self._pending[0] = (at, stream, messages[room:])
+                room -= len(taken[-1][2])
+            lines = LogLines(taken)
             self._next += len(lines)
-            del self._pending[:limit]
+            self._waiting -= len(lines)
             return first, lines
 
-    def give_back(self, first: int, lines: list[LogLineTuple]) -> None:
+    def give_back(self, first: int, lines: Sequence[LogLineTuple]) -> None:
         """Lines of the last :meth:`take` that could not be stored: they wait again, first."""
+        runs = LogLines.of(lines).runs
         with self._lock:
-            self._pending = lines + self._pending
+            self._pending.extendleft(reversed(runs))
+            self._waiting += sum(len(messages) for _, _, messages in runs)
             self._next = first
 
     def close(self) -> None:
@@ -196,8 +231,9 @@ class TaskLog:
             self._closed = True
             if self._dropped:
                 s = "" if self._dropped == 1 else "s"
-                self._pending.append(
-                    (datetime.now(UTC), "log", f"[log truncated: {self._dropped} line{s} dropped]")
+                self._open = None
+                self._add(
+                    datetime.now(UTC), "log", [f"[log truncated: {self._dropped} line{s} dropped]"]
                 )
 
 

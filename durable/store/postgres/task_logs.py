@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from itertools import count
 
 import asyncpg
 
+from durable.core.log_lines import LogLines
 from durable.store.postgres.connection import translated
 from durable.store.rows import LogLine
 
@@ -74,24 +74,26 @@ def copy_text(
     characters (which PostgreSQL text cannot hold) dropped.
 
     Per line only one f-string: the messages are cleaned and escaped all at once (joined
-    by NUL, which no message keeps), and each distinct time stamp and stream (a chunk of
-    output shares one) is formatted once.
+    by NUL, which no message keeps), and each run of lines sharing a time stamp and a
+    stream (:class:`~durable.core.log_lines.LogLines`) has them formatted once.
     """
-    messages = [m for _, _, m in lines]
-    joined = "\0".join(messages)
-    if joined.count("\0") != len(messages) - 1:  # a message holds a NUL: dropped
-        joined = "\0".join(m.replace("\0", "") for m in messages)
+    batch = LogLines.of(lines)
+    joined = "\0".join(batch.messages)
+    if joined.count("\0") != len(batch) - 1:  # a message holds a NUL: dropped
+        joined = "\0".join(m.replace("\0", "") for m in batch.messages)
     messages = _escaped(joined).split("\0")
-    # time stamps as asyncpg sends them: a naive one is local time
-    middle = {
-        (at, stream): f"\t{at.astimezone(UTC).isoformat()}\t{_escaped(stream)}\t"
-        for at, stream in {(at, stream) for at, stream, _ in lines}
-    }
     prefix = f"{_escaped(run_id)}\t{_escaped(task)}\t{generation}\t{attempt}\t"
-    rows = [
-        f"{prefix}{n}{middle[at, stream]}{message}\n"
-        for n, (at, stream, _), message in zip(count(first_line), lines, messages, strict=False)
-    ]
+    rows: list[str] = []
+    n = 0
+    for at, stream, run in batch.runs:
+        # time stamps as asyncpg sends them: a naive one is local time
+        middle = f"\t{at.astimezone(UTC).isoformat()}\t{_escaped(stream)}\t"
+        numbers = range(first_line + n, first_line + n + len(run))
+        rows += [
+            f"{prefix}{number}{middle}{message}\n"
+            for number, message in zip(numbers, messages[n : n + len(run)], strict=True)
+        ]
+        n += len(run)
     return "".join(rows).encode()
 
 
@@ -130,7 +132,10 @@ class PgTaskLogs:
                 skip = max(0, (stored or 0) - first_line + 1)
                 if skip >= len(lines):
                     return
-                data = copy_text(run_id, task, generation, attempt, lines[skip:], first_line + skip)
+                batch = LogLines.of(lines)
+                if skip:
+                    batch = batch[skip:]
+                data = copy_text(run_id, task, generation, attempt, batch, first_line + skip)
                 await conn.copy_to_table(
                     "task_logs",
                     schema_name="durable",
