@@ -25,9 +25,10 @@ import threading
 import time
 
 from durable.core.errors import StoreUnavailable
+from durable.core.log_lines import LogLines
 from durable.runtime.outage import Outage
 from durable.store.base import TaskLogs
-from durable.workflows.context import DEFAULT_LOG_MAX_BYTES, LogLineTuple, TaskLog
+from durable.workflows.context import DEFAULT_LOG_MAX_BYTES, TaskLog
 
 __all__ = ["FLUSH_INTERVAL", "FLUSH_LINES", "LiveLog", "LogWriter", "NotWritten"]
 
@@ -102,7 +103,7 @@ class LogWriter:
         """The log of one attempt (not yet flushing: :meth:`LiveLog.start`)."""
         return LiveLog(self, (run_id, task, generation, attempt))
 
-    async def write(self, key: LogKey, lines: list[LogLineTuple], first: int) -> None:
+    async def write(self, key: LogKey, lines: LogLines, first: int) -> None:
         """Write one batch in its turn; raises NotWritten (it may still be written, if
         its write was only slow) and what PostgreSQL refused."""
         if self.away:
@@ -157,7 +158,7 @@ class LiveLog:
     @property
     def unsent(self) -> bool:
         """Lines wait that are not stored yet."""
-        return bool(self.log.lines)
+        return self.log.waiting > 0
 
     def _notify(self, full: bool) -> None:
         if threading.get_ident() == self._thread:
@@ -212,7 +213,7 @@ class LiveLog:
                 if not await self._write(first, lines):
                     return False
 
-    async def _write(self, first: int, lines: list[LogLineTuple]) -> bool:
+    async def _write(self, first: int, lines: LogLines) -> bool:
         try:
             await self._writer.write(self._key, lines, first)
         except (NotWritten, asyncio.CancelledError) as exc:
@@ -239,7 +240,7 @@ class LiveLog:
             return False
         return True
 
-    def _give_back(self, first: int, lines: list[LogLineTuple]) -> None:
+    def _give_back(self, first: int, lines: LogLines) -> None:
         self.log.give_back(first, lines)
         self._waiting.set()
 

@@ -17,6 +17,7 @@ __all__ = ["run"]
 
 _TAIL = 20
 _CHUNK = 256 * 1024
+_NEWLINE = ord("\n")
 
 
 async def run(spec: ShellTask, ctx: TaskContext) -> Any:
@@ -58,28 +59,35 @@ async def run(spec: ShellTask, ctx: TaskContext) -> Any:
     stderr_tail: list[str] = []
 
     async def pump(stream: asyncio.StreamReader | None, name: str, tail: list[str]) -> None:
-        # read in chunks, not line by line: a flood of output costs the event loop one
-        # wake-up per chunk, not one per line (tests/bench/bench_logs.py)
+        # read in chunks, not line by line, and hand each chunk's lines to the log at once
+        # (decoded once, one time stamp, one lock): a flood of output costs the event loop
+        # a few operations per chunk, not per line (tests/bench/bench_logs.py)
         if stream is None:
             return
         partial = b""
         while chunk := await stream.read(_CHUNK):
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            if len(partial) > _CHUNK:  # a giant line: written in pieces
-                lines.append(partial)
-                partial = b""
-            for i, raw in enumerate(lines):
-                ctx.log.write(name, raw.decode(errors="replace"))
-                if ctx.log.dropped:
-                    ctx.log.count_dropped(len(lines) - i - 1)
-                    _keep(tail, lines)
-                    await _count_the_rest(stream, ctx, tail, partial)
-                    return
+            data = partial + chunk
+            cut = data.rfind(b"\n") + 1
+            if len(data) - cut > _CHUNK:  # a giant line: written in pieces
+                cut = len(data)
+            elif not cut:  # no line ends yet
+                partial = data
+                continue
+            # decoding the lines together decodes each alike: an undecodable byte never
+            # takes a newline with it
+            lines = data[:cut].decode(errors="replace").split("\n")
+            if data[cut - 1] == _NEWLINE:
+                lines.pop()  # the nothing after the last newline
+            partial = data[cut:]
+            ctx.log.write_many(name, lines)
             _keep(tail, lines)
+            if ctx.log.dropped:  # past the cap: the rest is only counted
+                await _count_the_rest(stream, ctx, tail, partial)
+                return
         if partial:
-            ctx.log.write(name, partial.decode(errors="replace"))
-            _keep(tail, [partial])
+            line = partial.decode(errors="replace")
+            ctx.log.write(name, line)
+            _keep(tail, [line])
 
     try:
         await asyncio.gather(
@@ -97,9 +105,9 @@ async def run(spec: ShellTask, ctx: TaskContext) -> Any:
     return {"exit_code": code, "stdout": stdout_tail[-_TAIL:]}
 
 
-def _keep(tail: list[str], lines: list[bytes]) -> None:
+def _keep(tail: list[str], lines: list[str]) -> None:
     """The last lines of the output, for the task's result."""
-    tail.extend(raw.decode(errors="replace") for raw in lines[-_TAIL:])
+    tail.extend(lines[-_TAIL:])
     del tail[:-_TAIL]
 
 

@@ -18,11 +18,11 @@ from durable.store.base import KafkaOutcome
 from durable.store.codec import check_append, encode_event
 from durable.store.postgres.append import RUN_COLUMNS, Append, run_row, write_batch
 from durable.store.postgres.connection import translated
+from durable.store.postgres.task_logs import PgTaskLogs
 from durable.store.rows import (
     AssetUpdate,
     DeadLetter,
     KafkaPosition,
-    LogLine,
     NewDeadLetter,
     NewVersion,
     TokenRow,
@@ -81,70 +81,6 @@ class PgVersions:
                 workflow,
             )
         return value
-
-
-# The run's advisory lock is taken before the ids are drawn (the CTE runs first: the rows
-# to insert come out of it) and held until commit, so two batches of one run never commit
-# out of id order and "lines after id N" is complete.
-_WRITE_LOGS = (
-    "WITH locked AS (SELECT pg_advisory_xact_lock(hashtext('durable.task_logs:' || $1::text))) "
-    "INSERT INTO durable.task_logs "
-    "(run_id, task, generation, attempt, line, at, stream, message) "
-    "SELECT $1, $2, $3, $4, $5 + n - 1, at, stream, message "
-    "FROM locked, unnest($6::timestamptz[], $7::text[], $8::text[]) WITH ORDINALITY "
-    "AS l(at, stream, message, n) ON CONFLICT DO NOTHING"
-)
-
-
-class PgTaskLogs:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def write(
-        self,
-        run_id: str,
-        task: str,
-        generation: int,
-        attempt: int,
-        lines: Sequence[tuple[datetime, str, str]],
-        first_line: int = 1,
-    ) -> None:
-        if not lines:
-            return
-        with translated("writing task logs"):
-            await self._pool.execute(
-                _WRITE_LOGS,
-                run_id,
-                task,
-                generation,
-                attempt,
-                first_line,
-                [at for at, _, _ in lines],
-                [s for _, s, _ in lines],
-                [m.replace("\x00", "") for _, _, m in lines],
-            )
-
-    async def read(
-        self,
-        run_id: str,
-        task: str | None = None,
-        attempt: int | None = None,
-        limit: int | None = None,
-        after_id: int = 0,
-    ) -> list[LogLine]:
-        with translated("reading task logs"):
-            rows = await self._pool.fetch(
-                "SELECT task, generation, attempt, at, stream, message, id "
-                "FROM durable.task_logs WHERE run_id = $1 AND id > $2 "
-                "AND ($3::text IS NULL OR task = $3) AND ($4::int IS NULL OR attempt = $4) "
-                "ORDER BY id LIMIT $5",
-                run_id,
-                after_id,
-                task,
-                attempt,
-                limit,
-            )
-        return [LogLine(**dict(r)) for r in rows]
 
 
 _TOKEN_COLUMNS = "token_id, name, scopes, secret_sha256, created_at, created_by, revoked_at"
