@@ -568,3 +568,20 @@ async def _driver_state(master: str, submission: str, until: str) -> str:
                 break
             await asyncio.sleep(0.1)
     return state
+
+
+def test_the_cli_refuses_a_spark_task_it_cannot_run_when_it_loads(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from durable.cli import main
+
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "workflow: w\ntasks:\n  job:\n    spark:\n      application: app.py\n"
+        "      spark_submit: /opt/nowhere/spark-submit\n"
+    )
+    result = CliRunner().invoke(main, ["show", "w", "--workflows", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "workflow 'w': task 'job'" in result.output
+    assert "spark_submit: '/opt/nowhere/spark-submit' is not an executable file" in result.output
+    assert "Traceback" not in result.output

@@ -79,6 +79,10 @@ def load(path: Path) -> WorkflowRegistry:
             "defines no workflow",
             hint="a .py file with a Workflow(...), or a .yaml file",
         )
+    from durable.runtime.tasks import spark
+
+    for loaded in registry:  # what a Spark task needs here: refused now, not when it runs
+        spark.check_workflow(loaded.spec)
     return registry
 
 

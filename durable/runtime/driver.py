@@ -407,7 +407,10 @@ class RunDriver:
         try:
             waiter = waiter_for(spec)
             if waiter is not None:
-                if not slot:  # resumed: its lines go on after those stored before
+                if not slot and not getattr(waiter, "replays_log", False):
+                    # resumed: its lines go on after those stored before (a waiter that
+                    # replays its work's whole output numbers it from 1 again instead:
+                    # the lines stored already are no-ops)
                     await self._continue_log(live, name, generation, attempt)
                 live.start()
                 try:

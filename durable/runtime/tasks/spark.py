@@ -164,6 +164,11 @@ class _Reading:
 class SparkWaiter:
     """Submits with ``spark-submit``, follows its process, streams its output."""
 
+    replays_log = True
+    """A resumed attempt reads the output file from its start, its lines numbered from 1
+    again: the lines stored before are no-ops (the driver does not continue the log's
+    numbering after them)."""
+
     def __init__(self) -> None:
         # per log, not per attempt: a log opened afresh reads the output from its start
         self._readings: weakref.WeakKeyDictionary[TaskLog, _Reading] = weakref.WeakKeyDictionary()

@@ -87,7 +87,11 @@ class Waiter(Protocol):
     """How one kind submits, polls and cancels its work. A poll that finds the work
     failed raises :class:`~durable.core.errors.TaskError` (``retryable`` says whether a
     new attempt, submitting again, can help); any other exception from a poll is a
-    passing trouble: it is logged and the next poll tries again."""
+    passing trouble: it is logged and the next poll tries again.
+
+    A waiter with ``replays_log = True`` writes its work's whole output again when an
+    attempt is resumed after a takeover, numbered from line 1: the driver then does not
+    continue the attempt's log numbering after the lines stored before."""
 
     async def submit(self, spec: Any, ctx: TaskContext, resources: Resources) -> Submitted: ...
 
