@@ -104,14 +104,14 @@ class SensorWaiter:
                         job[field] = render(value, ctx)
                 job["min_size"] = _given(condition.min_size, 0)
                 where = f"s3://{job['bucket']}/{job.get('key', job.get('prefix', ''))}"
-                state = f"waiting for {where}" + (" (prefix)" if "prefix" in job else "")
+                state = f"for {where}" + (" (prefix)" if "prefix" in job else "")
             case SqlCondition():
                 job = {
                     "sensor": "sql",
                     "connection": _given(condition.connection, "durable"),
                     "args": render(_given(condition.args, []), ctx),
                 }
-                state = f"waiting for a truthy row on {job['connection']}"
+                state = f"for a truthy row on {job['connection']}"
             case RunCondition():
                 status = _given(condition.status, "succeeded")  # checked at load time
                 start, end = _logical_span(spec, condition, ctx)
@@ -122,7 +122,7 @@ class SensorWaiter:
                     "from": start.isoformat(),
                     "to": end.isoformat(),
                 }
-                state = f"waiting for a {status} run of {job['workflow']} at {_span(job)}"
+                state = f"for a {status} run of {job['workflow']} at {_span(job)}"
             case AssetCondition():
                 if isinstance(condition.after, UnsetType):
                     after = ctx.logical_time or datetime.now(UTC)
@@ -133,7 +133,7 @@ class SensorWaiter:
                     "asset": render(condition.asset, ctx),
                     "after": after.isoformat(),
                 }
-                state = f"waiting for {job['asset']} updated after {job['after']}"
+                state = f"for {job['asset']} updated after {job['after']}"
         return Submitted(job=job, state=state)
 
     async def poll(
