@@ -13,12 +13,16 @@ def transform(ctx, fetch):          # upstream outputs arrive by parameter name
     return {"rows": fetch["rows"]}
 
 fetch >> transform                  # the same dependency, written as a chain
+
+shop = wf.dbt("dbt_shop", select=["path:models/marts"])   # a dbt project: a task per node
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import msgspec
@@ -31,8 +35,9 @@ from durable.core.schedule import Schedule
 from durable.core.sla import Sla
 from durable.core.spec import DefinitionError, ParamSpec, WorkflowSpec, validate
 from durable.core.tasks import TaskDefinitionError, TaskSpec, task_spec
+from durable.workflows.dbt import DbtProjectError, Expansion, expand
 
-__all__ = ["Param", "TaskRef", "Workflow"]
+__all__ = ["DbtProject", "Param", "TaskRef", "Workflow"]
 
 
 def Param(
@@ -49,13 +54,13 @@ class TaskRef:
         self.workflow = workflow
         self.name = name
 
-    def __rshift__(self, other: TaskRef | list[TaskRef]) -> TaskRef | list[TaskRef]:
-        for target in other if isinstance(other, list) else [other]:
+    def __rshift__(self, other: Chained) -> Chained:
+        for target in _firsts(other):
             self.workflow._add_upstream(target.name, self.name)
         return other
 
-    def __rrshift__(self, other: list[TaskRef]) -> TaskRef:
-        for source in other:
+    def __rrshift__(self, other: list[TaskRef | DbtProject]) -> TaskRef:
+        for source in _lasts(other):
             self.workflow._add_upstream(self.name, source.name)
         return self
 
@@ -63,7 +68,64 @@ class TaskRef:
         return f"<task {self.workflow.name}.{self.name}>"
 
 
-Upstream: TypeAlias = "Iterable[TaskRef | str] | TaskRef | str | None"
+class DbtProject:
+    """The tasks of a dbt project in a workflow (:meth:`Workflow.dbt`), one per node.
+
+    ``shop["stg_orders"]`` is a node's task (by task name, node name or unique id). In
+    ``after=`` and on the left of ``>>`` the project stands for its last tasks (its
+    leaves); ``extract >> shop`` runs its first tasks (its roots) after ``extract``.
+    """
+
+    def __init__(self, workflow: Workflow, name: str, expansion: Expansion) -> None:
+        self.workflow = workflow
+        self.name = name
+        self.expansion = expansion
+        self.tasks = {t.name: TaskRef(workflow, t.name) for t in expansion.tasks}
+        self._by_node = {t.node: t.name for t in expansion.tasks}
+        self._by_node_name = {t.node.split(".")[2]: t.name for t in expansion.tasks}
+
+    def __getitem__(self, key: str) -> TaskRef:
+        name = self._by_node.get(key) or key
+        if name not in self.tasks:
+            name = self._by_node_name.get(key, name)
+        if name not in self.tasks:
+            raise KeyError(
+                f"dbt {self.name!r} has no task for {key!r} (tasks: {', '.join(self.tasks)})"
+            )
+        return self.tasks[name]
+
+    def __iter__(self) -> Iterator[TaskRef]:
+        return iter(self.tasks.values())
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def roots(self) -> list[TaskRef]:
+        return [self.tasks[n] for n in self.expansion.roots]
+
+    @property
+    def leaves(self) -> list[TaskRef]:
+        return [self.tasks[n] for n in self.expansion.leaves]
+
+    def __rshift__(self, other: Chained) -> Chained:
+        for target in _firsts(other):
+            for leaf in self.leaves:
+                self.workflow._add_upstream(target.name, leaf.name)
+        return other
+
+    def __rrshift__(self, other: list[TaskRef | DbtProject]) -> DbtProject:
+        for source in _lasts(other):
+            for root in self.roots:
+                self.workflow._add_upstream(root.name, source.name)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<dbt {self.workflow.name}.{self.name}: {len(self.tasks)} tasks>"
+
+
+Chained: TypeAlias = "TaskRef | DbtProject | list[TaskRef | DbtProject]"
+Upstream: TypeAlias = "Iterable[TaskRef | DbtProject | str] | TaskRef | DbtProject | str | None"
 
 
 class Workflow:
@@ -102,6 +164,7 @@ class Workflow:
         self.max_duration = max_duration
         self.description = description
         self._tasks: dict[str, dict[str, Any]] = {}
+        self._groups: dict[str, DbtProject] = {}
         self.callables: dict[str, Callable[..., Any]] = {}
         self.source = ""
 
@@ -451,6 +514,80 @@ class Workflow:
         )
         return self._declare(name, "sensor", config, after, retries, None, timeout, trigger_rule)
 
+    def dbt(
+        self,
+        project_dir: str | Path,
+        *,
+        select: list[str] | str | None = None,
+        exclude: list[str] | str | None = None,
+        mode: str | None = None,
+        profiles_dir: str | Path | None = None,
+        target: str | None = None,
+        vars: dict[str, Any] | None = None,
+        full_refresh: bool | None = None,
+        dbt: str | None = None,
+        prefix: str = "",
+        name: str | None = None,
+        after: Upstream = None,
+        retries: int = 0,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> DbtProject:
+        """A dbt project as tasks: one per selected model, seed, snapshot and test, with
+        the dependencies of its ``manifest.json`` (``dbt parse`` runs first when it is
+        missing or stale). Each model, seed and snapshot produces the asset of its
+        relation (``schema.alias``).
+
+        ``select``/``exclude``: dbt's simple selectors (names, ``tag:``, ``path:``,
+        ``resource_type:``, ``+`` for ancestors/descendants); every selector must match.
+        ``mode``: ``watched`` (default: one ``dbt build`` for the nodes due together,
+        followed node by node) or ``node`` (one dbt call per node). ``after``: what the
+        project's first tasks wait for. Relative paths are relative to the file that
+        declares the workflow. ``retries``, ``retry`` and ``timeout`` apply to each node.
+        """
+        base = _caller_folder()
+        project = _resolved(project_dir, base)
+        label = name or project.name
+        options: dict[str, Any] = _given(
+            mode=mode,
+            profiles_dir=str(_resolved(profiles_dir, base)) if profiles_dir else None,
+            target=target,
+            vars=vars,
+            full_refresh=full_refresh,
+            dbt=dbt,
+        )
+        try:
+            expansion = expand(
+                project, select=select, exclude=exclude, prefix=prefix, options=options
+            )
+        except DbtProjectError as exc:
+            raise DefinitionError(
+                f"workflow {self.name!r}", f"dbt {label!r}: {exc.problem}", hint=exc.hint
+            ) from None
+        if label in self._groups or label in self._tasks:
+            raise DefinitionError(
+                f"workflow {self.name!r}",
+                f"dbt {label!r}: the name is taken by another task or dbt project",
+                hint="give this one another name=",
+            )
+        roots = set(expansion.roots)
+        for t in expansion.tasks:
+            self._declare(
+                t.name,
+                "dbt",
+                {**expansion.config, "node": t.node},
+                [*t.upstream, *(_as_list(after) if t.name in roots else [])],
+                retries,
+                retry,
+                timeout,
+                "all_success",
+                description=t.description,
+                produces=list(t.produces),
+            )
+        project_ref = DbtProject(self, label, expansion)
+        self._groups[label] = project_ref
+        return project_ref
+
     # -- building --------------------------------------------------------------------------
 
     def _declare(
@@ -468,6 +605,10 @@ class Workflow:
     ) -> TaskRef:
         if name in self._tasks:
             raise DefinitionError(f"workflow {self.name!r}", f"task {name!r} is declared twice")
+        if name in self._groups:
+            raise DefinitionError(
+                f"workflow {self.name!r}", f"task {name!r}: the name is a dbt project's"
+            )
         if retries < 0:
             raise DefinitionError(f"workflow {self.name!r}", f"task {name!r}: retries must be >= 0")
         upstream = [_name(a) for a in _as_list(after)]
@@ -496,11 +637,16 @@ class Workflow:
         tasks: list[TaskSpec] = []
         for t in self._tasks.values():
             common = {k: v for k, v in t.items() if k not in ("kind", "config")}
+            # a dbt project named as upstream stands for its leaves
+            upstream: list[str] = []
+            for u in t["upstream"]:
+                group = self._groups.get(u)
+                for name in [leaf.name for leaf in group.leaves] if group else [u]:
+                    if name not in upstream:
+                        upstream.append(name)
             try:
                 tasks.append(
-                    task_spec(
-                        t["kind"], t["config"], **{**common, "upstream": tuple(t["upstream"])}
-                    )
+                    task_spec(t["kind"], t["config"], **{**common, "upstream": tuple(upstream)})
                 )
             except TaskDefinitionError as exc:
                 raise DefinitionError(where, exc.problem, hint=exc.hint) from None
@@ -529,11 +675,37 @@ def _name(ref: TaskRef | str) -> str:
 
 
 def _as_list(after: Upstream) -> list[TaskRef | str]:
+    """Upstream tasks as given; a dbt project stands for its leaves."""
     if after is None:
         return []
-    if isinstance(after, TaskRef | str):
-        return [after]
-    return list(after)
+    items = [after] if isinstance(after, TaskRef | DbtProject | str) else list(after)
+    return [leaf for item in items for leaf in _lasts(item)]
+
+
+def _lasts(item: Any) -> list[Any]:
+    """What runs last of an item of a chain: a project's leaves, a task itself."""
+    if isinstance(item, list):
+        return [x for i in item for x in _lasts(i)]
+    return item.leaves if isinstance(item, DbtProject) else [item]
+
+
+def _firsts(item: Any) -> list[TaskRef]:
+    """What runs first of an item of a chain: a project's roots, a task itself."""
+    if isinstance(item, list):
+        return [x for i in item for x in _firsts(i)]
+    return item.roots if isinstance(item, DbtProject) else [item]
+
+
+def _caller_folder() -> Path:
+    """The folder of the file that called the method calling this (a workflow file)."""
+    frame = sys._getframe(2)
+    file = frame.f_globals.get("__file__")
+    return Path(file).resolve().parent if file else Path.cwd()
+
+
+def _resolved(path: str | Path, base: Path) -> Path:
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else base / p).resolve()
 
 
 def _given(**options: Any) -> dict[str, Any]:

@@ -10,6 +10,9 @@
       export:
         shell: "echo ${params.date}"
         after: [fetch]
+      shop:                                # a dbt project: one task per selected node
+        dbt: {project_dir: dbt_shop, select: [tag:nightly], mode: watched}
+        after: [fetch]
 
 Every error names the file, the line, the task and the option, and what would be valid.
 """
@@ -29,6 +32,7 @@ from durable.core.s3 import S3Trigger, WebhookTrigger
 from durable.core.schedule import Schedule
 from durable.core.spec import DefinitionError, ParamSpec, WorkflowSpec, validate
 from durable.core.tasks import TASK_KINDS, TaskDefinitionError, TaskSpec, task_spec
+from durable.workflows.dbt import DBT_OPTIONS, DbtProjectError, Expansion, expand
 from durable.workflows.notify import rule_from_yaml, rule_to_yaml, sla_from_yaml
 
 __all__ = ["load_yaml_spec", "spec_to_yaml"]
@@ -142,7 +146,16 @@ def load_yaml_spec(path: Path) -> WorkflowSpec:
         items = [(t.get("name") if isinstance(t, dict) else None, t) for t in tasks_doc]
     else:
         raise DefinitionError(at, "'tasks:' must be a mapping of task name to task")
-    tasks = [_task(path, task_name, body) for task_name, body in items]
+    groups: dict[str, Expansion] = {}
+    tasks: list[TaskSpec] = []
+    for task_name, body in items:
+        if _is_dbt_project(body):
+            expansion, expanded = _dbt_project(path, task_name, body)
+            groups[task_name] = expansion
+            tasks += expanded
+        else:
+            tasks.append(_task(path, task_name, body))
+    tasks = _groups_resolved(path, tasks, groups)
     params = {
         k: _param(path, k, v, doc["params"])
         for k, v in (doc.get("params") or {}).items()
@@ -253,6 +266,7 @@ def _task(path: Path, name: Any, body: Any) -> TaskSpec:
     config: dict[str, Any] = {k: _plain(v) for k, v in body.items() if k in _OPTIONS[kind]}
     main = body[kind]
     if kind in _MAPPING_KINDS and isinstance(main, dict):
+        config.pop(kind, None)  # dbt's `dbt` option (its executable) goes inside the mapping
         config.update({k: _plain(v) for k, v in main.items() if k != "__line__"})
     elif kind in _MAIN_KEY:
         config[_MAIN_KEY[kind]] = main
@@ -262,6 +276,11 @@ def _task(path: Path, name: Any, body: Any) -> TaskSpec:
         config["callable"] = main
     elif kind == "sleep" and isinstance(main, int | float):
         config["seconds"] = main
+    if kind == "dbt":  # folders relative to this file, as for a whole project
+        for key in ("project_dir", "profiles_dir"):
+            if isinstance(config.get(key), str):
+                folder = Path(config[key]).expanduser()
+                config[key] = str((path.resolve().parent / folder).resolve())
     if kind == "switch" and "on" in config:
         config.setdefault("callable", "")
     after = body.get("after") or []
@@ -300,6 +319,118 @@ def _task(path: Path, name: Any, body: Any) -> TaskSpec:
         )
     except TaskDefinitionError as exc:
         raise DefinitionError(at, exc.problem, hint=exc.hint) from None
+
+
+def _is_dbt_project(body: Any) -> bool:
+    """A ``dbt:`` entry without a ``node``: a whole project (a string is its folder)."""
+    if not isinstance(body, dict) or "dbt" not in body:
+        return False
+    main = body["dbt"]
+    return isinstance(main, str) or (isinstance(main, dict) and "node" not in main)
+
+
+_DBT_PROJECT_KEYS = {"project_dir", "select", "exclude", "prefix", *DBT_OPTIONS}
+_DBT_COMMON = {"after", "retries", "retry", "timeout", "description"}
+
+
+def _dbt_project(path: Path, name: Any, body: dict[str, Any]) -> tuple[Expansion, list[TaskSpec]]:
+    """A ``dbt:`` project entry: its nodes as tasks (paths relative to this file)."""
+    at = _at(path, body)
+    if not isinstance(name, str):
+        raise DefinitionError(at, "every task needs a name")
+    main = body["dbt"]
+    given = {"project_dir": main} if isinstance(main, str) else _plain(main)
+    extra = {k: _plain(v) for k, v in body.items() if k in DBT_OPTIONS and k != "dbt"}
+    options = {**extra, **given}
+    unknown = sorted(set(options) - _DBT_PROJECT_KEYS) + sorted(
+        set(body) - _DBT_COMMON - set(DBT_OPTIONS) - {"dbt", "__line__"}
+    )
+    if unknown:
+        raise DefinitionError(
+            at,
+            f"dbt {name!r}: unknown option {unknown[0]!r}",
+            hint=f"dbt: {{{', '.join(sorted(_DBT_PROJECT_KEYS))}}}; beside it: "
+            f"{', '.join(sorted(_DBT_COMMON))}",
+        )
+    if not options.get("project_dir") or not isinstance(options["project_dir"], str):
+        raise DefinitionError(at, f"dbt {name!r} needs project_dir: the dbt project's folder")
+    base = path.resolve().parent
+    for key in ("project_dir", "profiles_dir"):
+        if isinstance(options.get(key), str):
+            options[key] = str((base / Path(options[key]).expanduser()).resolve())
+    prefix = options.pop("prefix", "") or ""
+    try:
+        expansion = expand(
+            options.pop("project_dir"),
+            select=options.pop("select", None),
+            exclude=options.pop("exclude", None),
+            prefix=str(prefix),
+            options=options,
+        )
+    except DbtProjectError as exc:
+        raise DefinitionError(at, f"dbt {name!r}: {exc.problem}", hint=exc.hint) from None
+    after = body.get("after") or []
+    after = [after] if isinstance(after, str) else after
+    retries = body.get("retries", 0)
+    if not isinstance(retries, int) or retries < 0:
+        raise DefinitionError(
+            at, f"dbt {name!r}: retries must be a whole number >= 0, not {retries!r}"
+        )
+    retry = body.get("retry")
+    try:
+        policy = (
+            RetryPolicy(**{k: v for k, v in retry.items() if k != "__line__"})
+            if isinstance(retry, dict)
+            else RetryPolicy(max_attempts=retries + 1)
+        )
+    except TypeError as exc:
+        raise DefinitionError(at, f"dbt {name!r}: {exc}") from None
+    roots = set(expansion.roots)
+    tasks = []
+    for t in expansion.tasks:
+        try:
+            tasks.append(
+                task_spec(
+                    "dbt",
+                    {**expansion.config, "node": t.node},
+                    name=t.name,
+                    upstream=(*t.upstream, *(str(a) for a in after if t.name in roots)),
+                    retry=policy,
+                    timeout=body.get("timeout"),
+                    produces=t.produces,
+                    description=t.description or body.get("description") or "",
+                )
+            )
+        except TaskDefinitionError as exc:
+            raise DefinitionError(at, f"dbt {name!r}: {exc.problem}", hint=exc.hint) from None
+    return expansion, tasks
+
+
+def _groups_resolved(
+    path: Path, tasks: list[TaskSpec], groups: dict[str, Expansion]
+) -> list[TaskSpec]:
+    """A dbt project's name in ``after`` stands for its last tasks (its leaves)."""
+    if not groups:
+        return tasks
+    names = {t.name for t in tasks}
+    for group in groups:
+        if group in names:
+            raise DefinitionError(
+                str(path),
+                f"{group!r} names both a dbt project and one of its tasks or another",
+                hint="rename the dbt entry, or give it a prefix:",
+            )
+    out = []
+    for t in tasks:
+        if any(u in groups for u in t.upstream):
+            upstream: list[str] = []
+            for u in t.upstream:
+                for name in groups[u].leaves if u in groups else [u]:
+                    if name not in upstream:
+                        upstream.append(name)
+            t = msgspec.structs.replace(t, upstream=tuple(upstream))
+        out.append(t)
+    return out
 
 
 def _param(path: Path, name: str, body: Any, parent: Any) -> ParamSpec:
@@ -354,7 +485,10 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
         body: dict[str, Any] = {}
         config = t.config()
         main_key = _MAIN_KEY.get(t.kind)
-        if main_key:
+        if t.kind == "dbt":
+            body["dbt"] = config
+            config = {}
+        elif main_key:
             body[t.kind] = config.pop(main_key)
         elif t.kind == "switch":
             body["switch"] = {
@@ -373,6 +507,8 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
             body["trigger_rule"] = t.trigger_rule
         if t.produces:
             body["produces"] = list(t.produces)
+        if t.description:
+            body["description"] = t.description
         tasks[t.name] = body
     doc["tasks"] = tasks
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)

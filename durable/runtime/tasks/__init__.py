@@ -21,6 +21,7 @@ import aiohttp
 
 from durable.core.errors import TaskError
 from durable.core.tasks import (
+    DbtTask,
     HttpTask,
     MapTask,
     NoopTask,
@@ -33,6 +34,7 @@ from durable.core.tasks import (
 )
 from durable.core.templates import Place, TemplateError
 from durable.core.templates import render as render_template
+from durable.runtime.tasks.dbt import DbtBuilds
 from durable.runtime.tasks.sql import SqlConnections
 from durable.workflows.context import TaskContext
 
@@ -40,7 +42,12 @@ __all__ = ["Resources", "call_python", "render", "run_task"]
 
 
 class Resources:
-    """What tasks share within an executor: HTTP session, SQL connection pools."""
+    """What tasks share within an executor: HTTP session, SQL connection pools, dbt
+    builds.
+
+    ``store``: the executor's event store, which a dbt build in watched mode reads to know
+    what is due in the run (default: the store whose ``sql_pool`` ``durable_pool`` is).
+    """
 
     def __init__(
         self,
@@ -48,8 +55,14 @@ class Resources:
         *,
         threads: int = 64,
         environ: dict[str, str] | None = None,
+        store: Any = None,
     ) -> None:
         self.durable_pool = durable_pool
+        if store is None:
+            owner = getattr(durable_pool, "__self__", None)  # the bound store.sql_pool
+            store = owner if hasattr(owner, "read_stream") and hasattr(owner, "versions") else None
+        self.dbt = DbtBuilds(store)
+        """dbt builds (watched mode: one per run and project, followed by its nodes)."""
         # Sync task functions run here: as many threads as the executor runs tasks (the
         # default pool has cores + 4, which would queue sync tasks far below the limit).
         self.threads = concurrent.futures.ThreadPoolExecutor(
@@ -68,6 +81,7 @@ class Resources:
         return await self.sql.pool(name)
 
     async def close(self) -> None:
+        await self.dbt.close()
         self.threads.shutdown(wait=False, cancel_futures=True)
         if self._http is not None:
             await self._http.close()
@@ -141,7 +155,7 @@ async def run_task(
     not_before: datetime | None = None,
 ) -> Any:
     """Run one attempt of ``spec``; returns its output."""
-    from durable.runtime.tasks import http, shell, sql
+    from durable.runtime.tasks import dbt, http, shell, sql
 
     match spec:
         case PythonTask() | MapTask():
@@ -163,4 +177,6 @@ async def run_task(
             return {"slept_until": not_before.isoformat() if not_before else None}
         case NoopTask():
             return None
+        case DbtTask():
+            return await dbt.run(spec, ctx, resources.dbt)
     raise TaskError(f"unknown task type {spec.kind!r}", retryable=False)  # pragma: no cover
