@@ -32,6 +32,7 @@ from durable.core.events import (
     TaskSucceeded,
     run_stream,
 )
+from durable.core.fold import fold
 from durable.core.spec import DefinitionError
 from durable.runtime.triggers.assets import AssetService
 from durable.store import PostgresEventStore, RunFilter
@@ -337,6 +338,8 @@ EXTRA = {
     "flaky_child.sql": "select x from {{ ref('flaky') }}\n",
     "slow.sql": "{{ config(materialized='table') }}\nselect 1 as x from pg_sleep(600)\n",
     "broken.sql": "selec 1 as x\n",
+    "of_the_day.sql": "{{ config(materialized='table') }}\n"
+    'select \'{{ var("day", "unset") }}\'::text as day\n',
 }
 
 
@@ -385,19 +388,22 @@ async def test_cancelling_the_run_stops_its_build(
     from tests.processes import alive
 
     wf = Workflow("slow")
-    wf.dbt(extended_project, select="slow")
+    wf.dbt(extended_project, select=["slow", "raw_customers"])
     async with running_executor(pg_store, registry_of(wf)):
         run_id, _ = await create_run(pg_store, wf.spec(), {})
         pid: list[int] = []
 
         async def building() -> bool:
             lines = await task_log(pg_store, run_id, "slow")
-            launched = [x for x in lines if x.startswith("dbt build (pid ")]
-            if launched and not pid:
-                pid.append(int(launched[0].split("(pid ")[1].split(")")[0]))
-            return any("START sql table model shop.slow" in x for x in lines)
+            follows = [x for x in lines if x.startswith("following dbt build (pid ")]
+            if follows and not pid:
+                pid.append(int(follows[0].split("(pid ")[1].split(")")[0]))
+            state = fold(await pg_store.read_stream(run_stream(run_id)))
+            seeded = state is not None and state.tasks["raw_customers"].status == "succeeded"
+            return seeded and any("START sql table model shop.slow" in x for x in lines)
 
         await eventually(building, "dbt started building the slow model", timeout=RUN_TIMEOUT)
+        # the seed's success is in the log while its build still runs: followed live
         assert alive(pid[0])
         result = await asyncio.to_thread(cli, database_url, "cancel", run_id)
         assert result.exit_code == 0, result.output
@@ -531,3 +537,23 @@ def test_bad_selection_in_python_names_the_workflow(parsed_project: Path) -> Non
         "project 'dbt_shop'"
     )
     assert "its models: " in str(caught.value)  # the hint
+
+
+async def test_vars_take_the_runs_params(
+    pg_store: PostgresEventStore, database_url: str, extended_project: Path, warehouse: str
+) -> None:
+    import asyncpg
+
+    from durable import Param
+
+    wf = Workflow("daily", params={"day": Param("date", required=True)})
+    wf.dbt(extended_project, select="of_the_day", vars={"day": "${params.day}"})
+    async with running_executor(pg_store, registry_of(wf)):
+        run_id, _ = await create_run(pg_store, wf.spec(), {"day": "2026-11-23"})
+        state = await wait_for_run(pg_store, run_id, timeout=RUN_TIMEOUT)
+    assert state.status == "succeeded", state.tasks["of_the_day"].error
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT day FROM shop.of_the_day") == "2026-11-23"
+    finally:
+        await conn.close()

@@ -44,6 +44,7 @@ __all__ = [
     "node_selectors",
     "plain_text",
     "select_nodes",
+    "target_dir",
 ]
 
 SELECTABLE: tuple[str, ...] = ("model", "seed", "snapshot", "test")
@@ -214,7 +215,7 @@ def load_manifest(
             f"project_dir {str(project_dir)!r} is not a dbt project (no dbt_project.yml)",
             hint="give the folder that holds dbt_project.yml",
         )
-    manifest = _target_dir(project) / "manifest.json"
+    manifest = target_dir(project) / "manifest.json"
     if parse and _stale(manifest, project, profiles_dir):
         _parse(project, manifest, profiles_dir=profiles_dir, target=target, vars=vars, dbt=dbt)
     try:
@@ -231,7 +232,7 @@ def load_manifest(
         ) from None
 
 
-def _target_dir(project: Path) -> Path:
+def target_dir(project: Path) -> Path:
     """Where dbt writes its artifacts: ``DBT_TARGET_PATH``, the project's ``target-path``,
     else ``target``."""
     path = os.environ.get("DBT_TARGET_PATH")
@@ -249,7 +250,7 @@ def _stale(manifest: Path, project: Path, profiles_dir: str | None) -> bool:
         built = manifest.stat().st_mtime
     except OSError:
         return True
-    skip = {_target_dir(project).resolve()}
+    skip = {target_dir(project).resolve()}
     for root, dirs, files in os.walk(project):
         here = Path(root)
         dirs[:] = [

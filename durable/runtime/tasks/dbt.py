@@ -54,6 +54,7 @@ from durable.workflows.dbt import (
     load_manifest,
     node_selectors,
     plain_text,
+    target_dir,
 )
 
 __all__ = ["Build", "DbtBuilds", "NodeResult", "run"]
@@ -256,13 +257,19 @@ class Build:
     async def _read(self) -> None:
         proc = self._proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        code: int | None = None
         try:
             await asyncio.gather(self._stdout(proc.stdout), self._stderr(proc.stderr))
-            code: int | None = await proc.wait()
+            code = await proc.wait()
         except asyncio.CancelledError:
             await self.stop()
             code = proc.returncode
-        self._finish(code)
+        except Exception as exc:  # an unreadable output: stop, and say why
+            self.errors.append(f"durable could not read dbt's output: {exc}")
+            await self.stop()
+            code = proc.returncode
+        finally:
+            self._finish(code)
 
     async def _stdout(self, stream: asyncio.StreamReader) -> None:
         while line := await stream.readline():
@@ -424,6 +431,12 @@ class DbtBuilds:
             ) from None
 
     def _manifest(self, spec: DbtTask) -> Manifest:
+        file = target_dir(Path(spec.project_dir)) / "manifest.json"
+        with contextlib.suppress(OSError):
+            mtime = file.stat().st_mtime
+            cached = self._manifests.get(str(file))
+            if cached is not None and cached[0] == mtime and spec.node in cached[1].nodes:
+                return cached[1]
         manifest = load_manifest(
             spec.project_dir,
             profiles_dir=_opt(spec.profiles_dir),
@@ -432,6 +445,8 @@ class DbtBuilds:
             dbt=_opt(spec.dbt),
             parse=False,
         )
+        with contextlib.suppress(OSError):
+            self._manifests[str(file)] = (file.stat().st_mtime, manifest)
         if spec.node not in manifest.nodes:  # changed since the workflow was loaded
             manifest = load_manifest(
                 spec.project_dir,
@@ -484,13 +499,15 @@ def _key_of(config: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _argv(spec: DbtTask) -> list[str]:
+def _argv(spec: DbtTask, ctx: TaskContext) -> list[str]:
+    from durable.runtime.tasks import render
+
     argv = [dbt_executable(_opt(spec.dbt)), "build", "--project-dir", spec.project_dir]
     argv += ["--log-format", "json", "--log-level", "debug", "--log-level-file", "none"]
     argv += ["--no-use-colors", "--indirect-selection", "empty"]
-    argv += common_flags(
-        profiles_dir=_opt(spec.profiles_dir), target=_opt(spec.target), vars=_opt(spec.vars)
-    )
+    # vars may hold templates (`${logical_date}`, `${params.x}`): values, never code
+    vars = render(_opt(spec.vars), ctx)
+    argv += common_flags(profiles_dir=_opt(spec.profiles_dir), target=_opt(spec.target), vars=vars)
     if spec.full_refresh is True:
         argv.append("--full-refresh")
     return argv
@@ -503,7 +520,7 @@ def _selection(manifest: Manifest, nodes: list[str]) -> list[str]:
 
 def _new_build(spec: DbtTask, manifest: Manifest, slots: dict[str, int], ctx: TaskContext) -> Build:
     try:
-        argv = _argv(spec) + _selection(manifest, list(slots))
+        argv = _argv(spec, ctx) + _selection(manifest, list(slots))
     except DbtProjectError as exc:
         raise TaskError(exc.problem, type="DbtError", retryable=False) from None
     env = dbt_environment(
@@ -513,7 +530,7 @@ def _new_build(spec: DbtTask, manifest: Manifest, slots: dict[str, int], ctx: Ta
             **({"TRACEPARENT": ctx.traceparent} if ctx.traceparent else {}),
         }
     )
-    seed = Path(spec.project_dir) / "target" / "partial_parse.msgpack"
+    seed = target_dir(Path(spec.project_dir)) / "partial_parse.msgpack"
     return Build(argv, cwd=spec.project_dir, env=env, slots=slots, seed=seed)
 
 
@@ -599,14 +616,20 @@ async def _launch(spec: DbtTask, ctx: TaskContext, builds: DbtBuilds, tracker: _
         and _key_of(t.get("config", {})) == key
     }
     # what earlier builds of this run still have to give, and who took their results
-    pending: dict[str, NodeResult | None] = {}
+    pending: dict[str, _Slot] = {}
     taken: set[tuple[str, int, int]] = set()
     for b in tracker.builds:
         for uid, slot in b.slots.items():
             if slot.claimed_by is not None:
                 taken.add((uid, *slot.claimed_by))
             elif not slot.void:
-                pending[uid] = slot.result
+                pending[uid] = slot
+
+    def promised(node: Any, generation: int) -> _Slot | None:
+        """An earlier build's result for the node's current generation, not taken yet."""
+        slot = pending.get(node) if isinstance(node, str) else None
+        return slot if slot is not None and slot.generation == generation else None
+
     due: dict[str, int] = {}  # node -> generation
     due_names: set[str] = set()
     for name, task in project.items():
@@ -614,7 +637,7 @@ async def _launch(spec: DbtTask, ctx: TaskContext, builds: DbtBuilds, tracker: _
         node = task.get("config", {}).get("node")
         if t is None or not isinstance(node, str) or node not in manifest.nodes:
             continue
-        if node in pending:
+        if promised(node, t.generation) is not None:
             continue
         if t.status == "running" and (node, t.generation, t.attempt) in taken:
             continue  # its attempt has its result already
@@ -629,8 +652,8 @@ async def _launch(spec: DbtTask, ctx: TaskContext, builds: DbtBuilds, tracker: _
                 if up is not None and up.status == "succeeded":
                     return True
                 unode = project.get(u, {}).get("config", {}).get("node")
-                result = pending.get(unode) if unode else None
-                return result is not None and result.status in _OK
+                slot = promised(unode, up.generation) if up is not None else None
+                return slot is not None and slot.result is not None and slot.result.status in _OK
 
             if not all(ready(u) for u in task.get("upstream") or ()):
                 continue

@@ -275,17 +275,20 @@ ${last?.error?.traceback ?? ""}</pre>` : ""}`;
   drawEvents();
   if (selected) openPanel();
   const lastSeq = events.length ? events[events.length - 1].seq : 0;
+  let streaming = true;
   stops.push(
     follow(`/runs/${enc(runId)}/events/stream`, { after: lastSeq }, (ev) => {
+      if (ev.event === "end") streaming = false;
       if (ev.event === "end" || !ev.data) return;
       if (!events.some((e) => e.seq === ev.data.seq)) events.push(ev.data);
       if (at === null) refresh();
       else drawEvents();
     }),
   );
-  // a rerun reopens a finished run: its event stream ended, so keep watching the status
+  // a rerun reopens a finished run: its event stream ended, so keep watching its events
+  // (until the end of the rerun too, however long it takes)
   const watch = setInterval(async () => {
-    if (!TERMINAL.has(run.status) || at !== null) return;
+    if ((streaming && !TERMINAL.has(run.status)) || at !== null) return;
     const page = await api(`/runs/${enc(runId)}/events`, { query: { after: events[events.length - 1]?.seq ?? 0 } }).catch(() => null);
     if (page?.events.length) {
       events.push(...page.events);
