@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import pytest
+
 from durable import (
     Email,
     KafkaTrigger,
@@ -60,3 +62,27 @@ def test_a_workflow_with_every_option_roundtrips_through_yaml(tmp_path: Path) ->
     )
     assert (again.notify, again.sla) == (spec.notify, spec.sla)
     assert again.version == spec.version
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        "external_job.yaml",
+        "external_job.py",
+        "sensors.yaml",
+        "sensors.py",
+        "spark/spark_sales.yaml",
+    ],
+)
+def test_the_data_platform_examples_roundtrip_through_durable_show(
+    tmp_path: Path, example: str
+) -> None:
+    from durable.workflows import load_workflows
+
+    root = Path(__file__).resolve().parent.parent / "examples"
+    for loaded in load_workflows(root / example):
+        spec = loaded.spec
+        path = tmp_path / f"{spec.name}.yaml"
+        path.write_text(spec_to_yaml(spec))
+        again = load_yaml_spec(path)
+        assert again.version == spec.version, spec_to_yaml(spec)

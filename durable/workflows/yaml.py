@@ -485,8 +485,8 @@ def spec_to_yaml(spec: WorkflowSpec) -> str:
         body: dict[str, Any] = {}
         config = t.config()
         main_key = _MAIN_KEY.get(t.kind)
-        if t.kind == "dbt":
-            body["dbt"] = config
+        if t.kind in ("dbt", "job", "sensor"):  # their options under their type key
+            body[t.kind] = config
             config = {}
         elif main_key:
             body[t.kind] = config.pop(main_key)
