@@ -86,3 +86,14 @@ def test_the_data_platform_examples_roundtrip_through_durable_show(
         path.write_text(spec_to_yaml(spec))
         again = load_yaml_spec(path)
         assert again.version == spec.version, spec_to_yaml(spec)
+
+
+def test_a_recorded_definition_of_every_kind_decodes() -> None:
+    """A version's stored JSON (the API's versions endpoint reads it back) takes every
+    task kind."""
+    from typing import get_args
+
+    from durable.core.spec import TaskKind
+    from durable.core.tasks import TASK_KINDS
+
+    assert set(get_args(TaskKind)) == set(TASK_KINDS)

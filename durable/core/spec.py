@@ -47,7 +47,20 @@ __all__ = [
     "validate",
 ]
 
-TaskKind: TypeAlias = Literal["python", "shell", "http", "sql", "switch", "map", "sleep", "noop"]
+TaskKind: TypeAlias = Literal[
+    "python",
+    "shell",
+    "http",
+    "sql",
+    "switch",
+    "map",
+    "sleep",
+    "noop",
+    "job",
+    "spark",
+    "dbt",
+    "sensor",
+]
 ParamType: TypeAlias = Literal["str", "int", "float", "bool", "date", "json"]
 
 
