@@ -18,8 +18,8 @@ The conditions:
   column is truthy;
 - ``run``: a run of another workflow for the same logical time (or ``logical_time``: a
   time, or a date for any run that day, UTC) in ``status`` (``succeeded``);
-- ``asset``: an asset whose latest update is after ``after`` (the run's logical time,
-  else the time the sensor started).
+- ``asset``: an asset whose latest update is after ``after`` (the end of the run's data
+  interval, else its logical time, else the time the sensor started).
 """
 
 from __future__ import annotations
@@ -125,7 +125,10 @@ class SensorWaiter:
                 state = f"for a {status} run of {job['workflow']} at {_span(job)}"
             case AssetCondition():
                 if isinstance(condition.after, UnsetType):
-                    after = ctx.logical_time or datetime.now(UTC)
+                    # the end of the run's data interval: a daily run for day D starts
+                    # as D ends, and so does the producer's run for D; its update for
+                    # D - 1 came a day earlier, yet after D's logical time (D's start)
+                    after = ctx.data_interval_end or ctx.logical_time or datetime.now(UTC)
                 else:
                     after = _time(render(condition.after, ctx), spec.name, "asset.after")
                 job = {
