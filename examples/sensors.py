@@ -3,9 +3,9 @@
     csv_landed (sensor: s3) ──> read_csv ──┐
     prepare ───────────────────────────────┴─> load (sql, transactional)
 
-Each morning the schedule starts a run for the day before (its logical date).
-``csv_landed`` waits — holding no task slot and no thread between pokes — until
-``s3://landing/sales/<logical date>.csv`` exists, poking at once, then after 60 s,
+Each morning the schedule starts a run for the day before (``date``, its logical date;
+or by hand: ``durable run csv_ingest --param date=2026-11-22``). ``csv_landed`` waits — holding no task slot and no thread between pokes — until
+``s3://landing/sales/<date>.csv`` exists, poking at once, then after 60 s,
 120 s, 240 s… up to every 10 minutes, for at most 6 hours (kept across executor
 restarts). Then ``read_csv`` reads it and ``load`` upserts its rows, in the same
 transaction as its completion event. Object storage is the S3 trigger's:
@@ -22,10 +22,11 @@ import io
 import os
 from typing import Any
 
-from durable import Schedule, TaskContext, Workflow
+from durable import Param, Schedule, TaskContext, Workflow
 
 wf = Workflow(
     "csv_ingest",
+    params={"date": Param("date", required=True, description="the day (the logical date)")},
     schedule=Schedule(cron="0 6 * * *"),
     description="Waits for the day's sales CSV in S3, then loads it.",
 )
@@ -39,7 +40,7 @@ prepare = wf.sql(
 
 csv_landed = wf.sensor(
     "csv_landed",
-    s3={"bucket": "landing", "key": "sales/${logical_date}.csv", "min_size": 1},
+    s3={"bucket": "landing", "key": "sales/${params.date}.csv", "min_size": 1},
     timeout=6 * 3600,  # required: a sensor never waits forever
     poke_interval=60,  # then twice as long each time, up to max_poke_interval (10 x 60 s)
 )
@@ -73,7 +74,7 @@ load = wf.sql(
        SELECT $1::date, r.region, r.amount_eur
        FROM jsonb_to_recordset($2::jsonb) AS r(region text, amount_eur numeric)
        ON CONFLICT (day, region) DO UPDATE SET amount_eur = excluded.amount_eur""",
-    args=["${logical_date}", "${upstream.read_csv}"],
+    args=["${params.date}", "${upstream.read_csv}"],
     after=[prepare, read_csv],
     transactional=True,
     produces=["warehouse.sales_csv"],

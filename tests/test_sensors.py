@@ -530,6 +530,40 @@ async def test_run_and_asset_conditions_on_the_memory_store() -> None:
     assert state.tasks["fresh"].output["task"] == "publish"
 
 
+async def test_an_asset_update_within_the_runs_interval_is_not_fresh_enough() -> None:
+    """A daily run for day D starts as D ends, as does its producer's run for D: the
+    producer's update for D - 1 came during D, after D's logical time but before its
+    end, and must not count."""
+    store = MemoryEventStore()
+    wf = Workflow("consumer")
+    wf.sensor("fresh", timeout=120, asset={"asset": "warehouse.sales"}, **FAST)
+    producer = producer_workflow(["warehouse.sales"])
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=23), now + timedelta(hours=1)
+    async with executing(store, registry_of(wf, producer)):
+        produced, _ = await create_run(store, producer.spec(), {})
+        assert (await wait_for_run(store, produced)).status == "succeeded"
+
+        async def recorded() -> bool:
+            return bool(await store.tracking.assets())
+
+        await eventually(recorded, "the asset tracker recorded the update")
+        run_id, _ = await create_run(
+            store,
+            wf.spec(),
+            {},
+            trigger=Trigger(
+                kind="schedule",
+                logical_time=start,
+                data_interval_start=start,
+                data_interval_end=end,
+            ),
+        )
+        await poked_and_waiting(store, run_id, {"fresh": "state: warehouse.sales last updated at"})
+    jobs = [r.event.job for r in await events(store, run_id) if isinstance(r.event, TaskWaiting)]
+    assert jobs == [{"sensor": "asset", "asset": "warehouse.sales", "after": end.isoformat()}]
+
+
 # -- the examples run ------------------------------------------------------------------
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -537,18 +571,18 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 async def test_the_examples_load_and_report(pg_store: PostgresEventStore, s3_endpoint: str) -> None:
     registry = load_workflows(EXAMPLES)
-    day = datetime(2026, 11, 22, 6, tzinfo=UTC)  # their schedules' logical time that day
+    # their schedules' logical time two days ago: that interval has ended
+    day = datetime.now(UTC).replace(hour=6, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    date = day.date().isoformat()
     async with s3(s3_endpoint) as client, executing(pg_store, registry):
         await client.create_bucket(Bucket="landing")
         csv = b"region,amount_eur\neu,120.5\nus,99\n"
-        await client.put_object(Bucket="landing", Key="sales/2026-11-22.csv", Body=csv)
-        await client.put_object(Bucket="landing", Key="refunds/2026-11-22/r1.csv", Body=b"x")
+        await client.put_object(Bucket="landing", Key=f"sales/{date}.csv", Body=csv)
+        await client.put_object(Bucket="landing", Key=f"refunds/{date}/r1.csv", Body=b"x")
         # (their pokes are minutes apart: the conditions hold at the first one here;
         # the other tests show each kind waiting)
         ingest = await scheduled_spec(pg_store, registry.get("csv_ingest").spec, day)
-        sales, _ = await create_run(
-            pg_store, registry.get("daily_sales").spec, {"date": "2026-11-22"}
-        )
+        sales, _ = await create_run(pg_store, registry.get("daily_sales").spec, {"date": date})
         assert (await wait_for_run(pg_store, ingest)).status == "succeeded"
         assert (await wait_for_run(pg_store, sales)).status == "succeeded"
 
@@ -562,15 +596,24 @@ async def test_the_examples_load_and_report(pg_store: PostgresEventStore, s3_end
     assert state.status == "succeeded", {n: (t.status, t.error) for n, t in state.tasks.items()}
     assert state.tasks["csv_ingested"].output["run_id"] == ingest
     assert state.tasks["csv_fresh"].output["run_id"] == ingest
-    assert state.tasks["refunds"].output["key"] == "refunds/2026-11-22/r1.csv"
+    assert state.tasks["refunds"].output["key"] == f"refunds/{date}/r1.csv"
     rows = state.tasks["report"].output["rows"]
-    assert rows[0]["day"] == "2026-11-22" and rows[0]["csv_eur"] == 219.5
+    assert rows[0]["day"] == date and rows[0]["csv_eur"] == 219.5
     assert rows[0]["daily_eur"] > 0
 
 
 async def scheduled_spec(store: EventStore, spec: Any, at: datetime) -> str:
+    """A run as the schedule starts it: its logical time, its logical date as ``date``."""
     run_id, _ = await create_run(
-        store, spec, {}, trigger=Trigger(kind="schedule", logical_time=at, data_interval_start=at)
+        store,
+        spec,
+        {"date": at.date().isoformat()},
+        trigger=Trigger(
+            kind="schedule",
+            logical_time=at,
+            data_interval_start=at,
+            data_interval_end=at + timedelta(days=1),
+        ),
     )
     return run_id
 

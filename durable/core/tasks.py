@@ -281,8 +281,8 @@ class RunCondition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class AssetCondition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """An asset updated after ``after`` (an ISO time; the run's logical time unless
-    set)."""
+    """An asset updated after ``after`` (an ISO time; unless set, the end of the run's
+    data interval, else its logical time, else when the sensor started)."""
 
     asset: str
     after: str | UnsetType = UNSET

@@ -18,8 +18,8 @@ The conditions:
   column is truthy;
 - ``run``: a run of another workflow for the same logical time (or ``logical_time``: a
   time, or a date for any run that day, UTC) in ``status`` (``succeeded``);
-- ``asset``: an asset whose latest update is after ``after`` (the run's logical time,
-  else the time the sensor started).
+- ``asset``: an asset whose latest update is after ``after`` (the end of the run's data
+  interval, else its logical time, else the time the sensor started).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import contextlib
 import os
 import random
 import weakref
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_POKE_INTERVAL",
+    "DURABLE_POKES",
+    "OTHER_POKES",
     "POKE_TIMEOUT",
     "SensorWaiter",
 ]
@@ -74,7 +77,15 @@ DEFAULT_CAP_FACTOR = 10.0
 the backoff never makes a sensor see its condition more than ten times later than the
 pace it was given."""
 POKE_TIMEOUT = 30.0
-"""Seconds one poke may take; a slower one is a passing trouble: the next poke tries."""
+"""Seconds one poke may take, its turn among the executor's pokes included; a slower one
+is a passing trouble (logged; the next poke tries)."""
+
+DURABLE_POKES = 3
+"""Pokes reading durable's own database at once, per executor (its pool has 10)."""
+OTHER_POKES = 32
+"""Other pokes (S3, SQL on other connections) at once, per executor."""
+
+T = TypeVar("T")
 
 _S3_CONFIG = AioConfig(connect_timeout=10, read_timeout=20, retries={"max_attempts": 2})
 _MISSING = ("404", "NoSuchKey", "NotFound")
@@ -125,7 +136,10 @@ class SensorWaiter:
                 state = f"for a {status} run of {job['workflow']} at {_span(job)}"
             case AssetCondition():
                 if isinstance(condition.after, UnsetType):
-                    after = ctx.logical_time or datetime.now(UTC)
+                    # the end of the run's data interval: a daily run for day D starts
+                    # as D ends, and so does the producer's run for D; its update for
+                    # D - 1 came a day earlier, yet after D's logical time (D's start)
+                    after = ctx.data_interval_end or ctx.logical_time or datetime.now(UTC)
                 else:
                     after = _time(render(condition.after, ctx), spec.name, "asset.after")
                 job = {
@@ -183,12 +197,13 @@ def _given(value: Any, default: Any) -> Any:
 
 
 async def _poke_s3(job: dict[str, Any], resources: Resources) -> Pending | Done:
-    client = await _s3_clients(resources).client(job.get("endpoint_url"))
+    client = await _shared(resources).s3(job.get("endpoint_url"))
     bucket, min_size = job["bucket"], int(job["min_size"])
     try:
-        if "key" in job:
-            return await _poke_key(client, bucket, job["key"], min_size)
-        return await _poke_prefix(client, bucket, job["prefix"], min_size)
+        async with _shared(resources).other:
+            if "key" in job:
+                return await _poke_key(client, bucket, job["key"], min_size)
+            return await _poke_prefix(client, bucket, job["prefix"], min_size)
     except NoCredentialsError:
         raise TaskError(
             "no credentials for S3: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
@@ -265,18 +280,49 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None
 
 
-class _S3Clients:
-    """An executor's S3 clients, one per endpoint, made once (a client costs ~80 ms of
-    CPU to make, a HEAD through a made one ~10 ms) and closed with the executor's
+class _Shared:
+    """What the sensors of one executor share: their S3 clients, one per endpoint, made
+    once (a client costs ~80 ms of CPU to make, a HEAD through a made one ~10 ms); how
+    many pokes may be under way at once; and the reads of durable's tables under way.
+
+    Pokes that read durable's own database (run and asset conditions, SQL on
+    ``durable``) share 3 of the store's 10 connections: a thousand sensors poking never
+    starve the executor's own appends, claims and lease renewals, which would take the
+    database for gone. Sensors asking the same of durable's tables at the same time (a
+    hundred runs waiting on one upstream run) share one read. Closed with the executor's
     resources."""
 
     def __init__(self) -> None:
+        self.durable = asyncio.Semaphore(DURABLE_POKES)
+        self.other = asyncio.Semaphore(OTHER_POKES)
         self._session: AioSession | None = None
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[str | None, Any] = {}
         self._lock = asyncio.Lock()
+        self._reads: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
 
-    async def client(self, endpoint_url: str | None) -> Any:
+    async def once(self, key: tuple[Any, ...], read: Callable[[], Awaitable[T]]) -> T:
+        """``read()`` (of durable's database, in its turn), shared by the pokes asking the
+        same (``key``) while it is under way."""
+        future = self._reads.get(key)
+        if future is None:
+
+            async def in_turn() -> T:
+                async with self.durable:
+                    return await read()
+
+            future = self._reads[key] = asyncio.ensure_future(in_turn())
+
+            def done(f: asyncio.Future[Any]) -> None:
+                del self._reads[key]
+                if not f.cancelled():
+                    f.exception()  # its waiters have it (or have all gone)
+
+            future.add_done_callback(done)
+        # shielded: a poke that times out leaves the read to the others
+        return await asyncio.shield(future)
+
+    async def s3(self, endpoint_url: str | None) -> Any:
         endpoint = endpoint_url or os.environ.get("DURABLE_S3_ENDPOINT") or None
         client = self._clients.get(endpoint)
         if client is not None:
@@ -295,28 +341,30 @@ class _S3Clients:
             return self._clients[endpoint]
 
     async def close(self) -> None:
+        for read in list(self._reads.values()):
+            read.cancel()
         self._clients.clear()
         await self._stack.aclose()
 
 
-_CLIENTS: weakref.WeakKeyDictionary[Any, _S3Clients] = weakref.WeakKeyDictionary()
+_SHARED: weakref.WeakKeyDictionary[Any, _Shared] = weakref.WeakKeyDictionary()
 
 
-def _s3_clients(resources: Resources) -> _S3Clients:
-    """The S3 clients of ``resources``, closed when they are."""
-    clients = _CLIENTS.get(resources)
-    if clients is None:
-        clients = _CLIENTS[resources] = _S3Clients()
+def _shared(resources: Resources) -> _Shared:
+    """The sensors' share of ``resources``, closed when they are."""
+    shared = _SHARED.get(resources)
+    if shared is None:
+        shared = _SHARED[resources] = _Shared()
         close = resources.close
 
         async def close_all() -> None:
             try:
-                await clients.close()
+                await shared.close()
             finally:
                 await close()
 
         resources.close = close_all  # type: ignore[method-assign]
-    return clients
+    return shared
 
 
 # -- sql -------------------------------------------------------------------------------
@@ -330,9 +378,13 @@ async def _poke_sql(
     statement = SqlTask(
         name=spec.name, query=condition.query, connection=job["connection"], args=condition.args
     )
+    shared = _shared(resources)
     pool = await resources.sql_pool(job["connection"])
     try:
-        async with pool.acquire() as conn:
+        async with (
+            shared.durable if job["connection"] == "durable" else shared.other,
+            pool.acquire() as conn,
+        ):
             result = await sql_task.execute(conn, statement, _quiet(ctx))
     except TaskError as exc:
         if exc.retryable:  # a lock timeout, a restarting server: the next poke tries
@@ -409,11 +461,14 @@ def _span(job: dict[str, Any]) -> str:
 
 
 async def _poke_run(job: dict[str, Any], resources: Resources) -> Pending | Done:
-    runs = await conditions.runs_at(
-        _store(resources),
+    workflow, start, end = (
         job["workflow"],
         datetime.fromisoformat(job["from"]),
         datetime.fromisoformat(job["to"]),
+    )
+    store = _store(resources)
+    runs = await _shared(resources).once(
+        ("run", workflow, start, end), lambda: conditions.runs_at(store, workflow, start, end)
     )
     for run in runs:
         if run.status == job["status"]:
@@ -436,7 +491,10 @@ async def _poke_run(job: dict[str, Any], resources: Resources) -> Pending | Done
 
 
 async def _poke_asset(job: dict[str, Any], resources: Resources) -> Pending | Done:
-    update = await conditions.asset_update(_store(resources), job["asset"])
+    store, asset = _store(resources), job["asset"]
+    update = await _shared(resources).once(
+        ("asset", asset), lambda: conditions.asset_update(store, asset)
+    )
     after = datetime.fromisoformat(job["after"])
     if update is None:
         return Pending(state=f"{job['asset']} was never updated")
